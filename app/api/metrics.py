@@ -1,0 +1,50 @@
+"""Prometheus metrics. They are process-wide by nature, so they live at module level.
+
+With several worker processes set ``PROMETHEUS_MULTIPROC_DIR`` to an empty writable folder and
+/metrics aggregates all workers (prometheus-client's multiprocess mode).
+"""
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter(
+    "landmarks_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"]
+)
+LATENCY = Histogram(
+    "landmarks_http_request_duration_seconds",
+    "Time from the first byte of the request to the last byte of the response.",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+STAGE_LATENCY = Histogram(
+    "landmarks_stage_duration_seconds",
+    "Time spent in each stage of the inference path.",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+FACES = Counter("landmarks_faces_detected_total", "Faces found in all processed images.")
+FACES_PER_IMAGE = Histogram(
+    "landmarks_faces_per_image", "Faces found per processed image.", buckets=(0, 1, 2, 5, 10, 20, 50, 100)
+)
+REJECTED = Counter("landmarks_images_rejected_total", "Uploads rejected, by reason.", ["reason"])
+IN_FLIGHT = Gauge(
+    "landmarks_requests_in_flight", "Landmark requests in progress.", multiprocess_mode="livesum"
+)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,184 @@
+"""One pure-ASGI middleware for what every request needs before any route runs: a request id, the
+upload byte limit (enforced while the body streams in, never by buffering it), the bound on landmark
+requests in progress, metrics, one JSON log line per request, and a JSON 500 for anything unexpected.
+"""
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from app.api import metrics
+from app.api.errors import error_body
+from app.logging_setup import request_id_var
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("app.access")
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Multipart framing around the file (boundaries, part headers): allowed on top of the file limit.
+MULTIPART_OVERHEAD = 16 * 1024
+# A body announced as too large is read and discarded up to this many bytes before answering, so
+# ordinary clients that send before they read still see the 413; past it the connection is closed.
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_in_flight: int,
+        retry_after_seconds: int,
+        limited_prefix: str = "/landmarks",
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes + MULTIPART_OVERHEAD
+        self.max_upload_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self.retry_after_seconds = retry_after_seconds
+        self.limited_prefix = limited_prefix
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        incoming_id = headers.get("x-request-id", "")
+        request_id = incoming_id if _VALID_REQUEST_ID.match(incoming_id) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        state = {"status": 0, "response_started": False, "body_bytes": 0, "too_large": False}
+
+        async def send_with_id(message: Message) -> None:
+            if state["too_large"]:
+                return  # whatever the app answers, the client gets our 413
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["response_started"] = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["body_bytes"] += len(message.get("body", b""))
+                if state["body_bytes"] > self.max_body_bytes:
+                    state["too_large"] = True
+                    raise _BodyTooLarge
+            return message
+
+        limited = scope["method"] == "POST" and scope["path"].startswith(self.limited_prefix)
+        counted = False
+        try:
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                if headers.get("expect", "").lower() != "100-continue":
+                    await self._drain(receive, int(declared))
+                state["too_large"] = True
+                await self._payload_too_large(send)
+            elif limited and self.in_flight >= self.max_in_flight:
+                state["status"] = 503
+                await self._send_json(
+                    send,
+                    503,
+                    error_body("overloaded", "too many requests in progress; retry shortly"),
+                    [(b"retry-after", str(self.retry_after_seconds).encode())],
+                )
+            else:
+                if limited:
+                    self.in_flight += 1
+                    metrics.IN_FLIGHT.inc()
+                    counted = True
+                await self.app(scope, counting_receive, send_with_id)
+                if state["too_large"]:
+                    await self._payload_too_large(send)
+        except Exception:  # _BodyTooLarge included: it surfaces through the app's body parsing
+            if state["too_large"]:
+                await self._payload_too_large(send)
+            else:
+                logger.exception("unhandled error", extra={"path": scope["path"]})
+                if not state["response_started"]:
+                    state["status"] = 500
+                    await self._send_json(
+                        send,
+                        500,
+                        error_body("internal_error", "the request failed inside the service"),
+                    )
+        finally:
+            if counted:
+                self.in_flight -= 1
+                metrics.IN_FLIGHT.dec()
+            self._record(scope, state, time.perf_counter() - started, request_id)
+            request_id_var.reset(token)
+
+    async def _payload_too_large(self, send: Send) -> None:
+        """Answer 413 on the raw ``send`` (the app's own answer, if any, was dropped)."""
+        metrics.REJECTED.labels(reason="payload_too_large").inc()
+        body = error_body(
+            "payload_too_large", f"the upload exceeds the limit of {self.max_upload_bytes} bytes"
+        )
+        await self._send_json(send, 413, body, [(b"connection", b"close")])
+
+    @staticmethod
+    async def _drain(receive: Receive, declared: int) -> None:
+        """Read and discard a too-large body (bounded), so the client is not reset mid-send."""
+        remaining = min(declared, DRAIN_LIMIT)
+        while remaining > 0:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            remaining -= len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+    async def _send_json(
+        self,
+        send: Send,
+        status: int,
+        body: dict[str, Any],
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        payload = json.dumps(body).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            *(extra_headers or []),
+        ]
+        headers.append((b"x-request-id", (request_id_var.get() or "").encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    def _record(self, scope: Scope, state: dict[str, Any], elapsed: float, request_id: str) -> None:
+        route = scope.get("route")
+        route_path = getattr(route, "path", None) or "unmatched"
+        status = 413 if state["too_large"] else (state["status"] or 500)
+        metrics.REQUESTS.labels(route=route_path, method=scope["method"], status=str(status)).inc()
+        metrics.LATENCY.labels(route=route_path).observe(elapsed)
+        logger.info(
+            "request",
+            extra={
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": route_path,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "bytes_in": state["body_bytes"],
+            },
+        )

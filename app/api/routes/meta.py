@@ -1,0 +1,30 @@
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from app.api.deps import PredictorDep
+from app.api.metrics import render_metrics
+from app.api.schemas import ModelInfo
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/model", response_model=ModelInfo, summary="Metadata of the served checkpoint")
+async def model_info(predictor: PredictorDep) -> ModelInfo:
+    model = predictor.model
+    return ModelInfo(
+        name=model.name,
+        version=model.version,
+        arch=model.config.arch,
+        input_size=model.config.input_size,
+        num_points=model.config.num_points,
+        mean=model.mean.tolist(),
+        std=model.std.tolist(),
+        flip_test_time=predictor.flip_test_time,
+        metadata=model.metadata,
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def prometheus_metrics() -> Response:
+    body, content_type = render_metrics()
+    return Response(body, media_type=content_type)

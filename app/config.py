@@ -1,0 +1,38 @@
+"""Service settings, read once from the environment (prefix ``LANDMARKS_``)."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "landmarks.pt"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LANDMARKS_", env_file=None, extra="ignore")
+
+    model_path: Path = Field(DEFAULT_MODEL_PATH, description="Checkpoint file to serve.")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest accepted upload (bytes).")
+    max_pixels: int = Field(40_000_000, gt=0, description="Largest accepted image (width x height).")
+    default_upsample: int = Field(0, ge=0, le=2, description="dlib upsampling when the query has none.")
+    detect_max_side: int = Field(
+        0, ge=0, description="Detect on a copy whose longer side is at most this (0 = full resolution)."
+    )
+    detect_on_gray: bool = Field(True, description="Run the HOG detector on a grayscale copy (faster).")
+    flip_test_time: bool | None = Field(
+        None, description="Average each face with its mirror image; unset = the checkpoint's choice."
+    )
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker process.")
+    max_in_flight: int = Field(
+        8, ge=1, description="Landmark requests in progress per worker before answering 503."
+    )
+    retry_after_seconds: int = Field(1, ge=0, description="Retry-After sent with an overload 503.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    render_format: Literal["png", "jpeg"] = Field("jpeg", description="Default image format of /render.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,28 @@
+"""The inference layer: image bytes in, faces with 68 landmarks out.
+
+Pure Python, numpy, OpenCV, Pillow, dlib and torch; it imports no web framework and nothing from
+``training``. The service, the CLI and the evaluation all go through :class:`LandmarkPredictor`.
+"""
+
+from app.inference.detector import Box, Detection, FaceDetector
+from app.inference.errors import (
+    InferenceError,
+    InvalidImageError,
+    ModelLoadError,
+    TooManyPixelsError,
+    UnsupportedMediaTypeError,
+)
+from app.inference.predictor import Face, LandmarkPredictor
+
+__all__ = [
+    "Box",
+    "Detection",
+    "Face",
+    "FaceDetector",
+    "InferenceError",
+    "InvalidImageError",
+    "LandmarkPredictor",
+    "ModelLoadError",
+    "TooManyPixelsError",
+    "UnsupportedMediaTypeError",
+]

@@ -1,0 +1,101 @@
+"""Box <-> crop geometry, shared by inference and training so both see identical crops.
+
+Conventions: pixel centres sit at integer coordinates, so a dlib box ``left..right`` (inclusive) covers
+the continuous interval ``[left - 0.5, right + 0.5]``. A *frame* is that square-ish region, possibly
+rotated (training augmentation). Landmarks inside a frame are expressed in *normalised* coordinates:
+(0, 0) is the frame's top-left corner, (1, 1) its bottom-right; points may fall outside [0, 1].
+"""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from app.inference.detector import Box
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A rectangle of the image with centre, size and rotation (radians, counter-clockwise)."""
+
+    cx: float
+    cy: float
+    width: float
+    height: float
+    angle: float = 0.0
+
+    @classmethod
+    def from_box(cls, box: Box) -> "Frame":
+        return cls(
+            cx=(box.left + box.right) / 2.0,
+            cy=(box.top + box.bottom) / 2.0,
+            width=float(box.width),
+            height=float(box.height),
+        )
+
+    def _axes(self) -> np.ndarray:
+        """2x2 matrix whose columns are the frame's x and y axes scaled to its size."""
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        return np.array([[c * self.width, s * self.height], [-s * self.width, c * self.height]])
+
+    def to_image(self, normalised: np.ndarray) -> np.ndarray:
+        """Normalised (..., 2) points -> image pixels."""
+        centred = np.asarray(normalised, dtype=np.float64) - 0.5
+        return centred @ self._axes().T + np.array([self.cx, self.cy])
+
+    def to_normalised(self, points: np.ndarray) -> np.ndarray:
+        """Image-pixel (..., 2) points -> normalised frame coordinates."""
+        offset = np.asarray(points, dtype=np.float64) - np.array([self.cx, self.cy])
+        return offset @ np.linalg.inv(self._axes()).T + 0.5
+
+    def crop_matrix(self, size: int) -> np.ndarray:
+        """2x3 affine map from image pixels to the pixels of a ``size`` x ``size`` crop."""
+        inv = np.linalg.inv(self._axes()) * size
+        # crop pixel u = size * n - 0.5 with n = inv(axes) @ (p - c) + 0.5
+        offset = -inv @ np.array([self.cx, self.cy]) + 0.5 * size - 0.5
+        return np.hstack([inv, offset[:, None]])
+
+
+def crop_frame(image: np.ndarray, frame: Frame, size: int) -> np.ndarray:
+    """Resample ``frame`` of ``image`` into a ``size`` x ``size`` crop.
+
+    Where the frame leaves the image the crop is zero-padded, so the crop's geometry is always the
+    frame's. When the frame is larger than the crop, only the region under the frame is first reduced
+    with area averaging, which avoids the aliasing of a plain bilinear warp.
+    """
+    reduction = min(frame.width, frame.height) / size
+    if reduction > 1.0:
+        corners = frame.to_image(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        height, width = image.shape[:2]
+        x0 = max(0, int(np.floor(corners[:, 0].min())) - 1)
+        y0 = max(0, int(np.floor(corners[:, 1].min())) - 1)
+        x1 = min(width, int(np.ceil(corners[:, 0].max())) + 2)
+        y1 = min(height, int(np.ceil(corners[:, 1].max())) + 2)
+        if x0 >= x1 or y0 >= y1:  # the frame lies wholly outside the image
+            return np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
+        region = image[y0:y1, x0:x1]
+        small_size = (max(1, round((x1 - x0) / reduction)), max(1, round((y1 - y0) / reduction)))
+        small = cv2.resize(region, small_size, interpolation=cv2.INTER_AREA)
+        fx, fy = small_size[0] / (x1 - x0), small_size[1] / (y1 - y0)
+        # Same pixel-centre convention in the reduced region: x_small = (x - x0 + 0.5) * fx - 0.5
+        image = small
+        frame = Frame(
+            cx=(frame.cx - x0 + 0.5) * fx - 0.5,
+            cy=(frame.cy - y0 + 0.5) * fy - 0.5,
+            width=frame.width * fx,
+            height=frame.height * fy,
+            angle=frame.angle,
+        )
+    return cv2.warpAffine(
+        image,
+        frame.crop_matrix(size),
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+
+
+def crop_box(image: np.ndarray, box: Box, size: int) -> np.ndarray:
+    """The dlib box exactly as it is (no padding, no rotation), resized to ``size`` x ``size``."""
+    return crop_frame(image, Frame.from_box(box), size)

@@ -1,0 +1,85 @@
+"""The landmark network: ONet of MTCNN (Zhang et al. 2016, fig. 2) adapted to a 62x62 input, with only
+the landmark head kept. It regresses 68 (x, y) points in normalised box coordinates (see
+``geometry``), unsquashed, since points of tight dlib boxes often fall outside them."""
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ONetConfig:
+    """Everything needed to rebuild the network; stored in every checkpoint."""
+
+    arch: str = "onet"
+    input_size: int = 62
+    in_channels: int = 3
+    num_points: int = 68
+    # Output channels of the four convolutions (MTCNN's ONet: 32, 64, 64, 128).
+    channels: tuple[int, int, int, int] = (32, 64, 64, 128)
+    fc_features: int = 256
+    batch_norm: bool = True
+    dropout: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["channels"] = list(self.channels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ONetConfig":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "channels" in known:
+            known["channels"] = tuple(known["channels"])
+        return cls(**known)
+
+
+def _conv(in_ch: int, out_ch: int, kernel: int, batch_norm: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, kernel, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(out_ch))
+    layers.append(nn.PReLU(out_ch))
+    return layers
+
+
+class ONet(nn.Module):
+    """conv3-pool3/2-conv3-pool3/2-conv3-pool2/2-conv2-fc-landmarks, PReLU activations."""
+
+    def __init__(self, config: ONetConfig) -> None:
+        super().__init__()
+        self.config = config
+        c1, c2, c3, c4 = config.channels
+        bn = config.batch_norm
+        self.features = nn.Sequential(
+            *_conv(config.in_channels, c1, 3, bn),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            *_conv(c1, c2, 3, bn),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            *_conv(c2, c3, 3, bn),
+            nn.MaxPool2d(2, 2, ceil_mode=True),
+            *_conv(c3, c4, 2, bn),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            probe = torch.zeros(1, config.in_channels, config.input_size, config.input_size)
+            flat = self.features(probe).shape[1]
+        self.fc = nn.Sequential(nn.Linear(flat, config.fc_features), nn.PReLU(config.fc_features))
+        self.dropout = nn.Dropout(config.dropout)
+        self.landmarks = nn.Linear(config.fc_features, config.num_points * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) normalised crops -> (N, num_points, 2) normalised box coordinates."""
+        features = self.dropout(self.fc(self.features(x)))
+        return self.landmarks(features).view(-1, self.config.num_points, 2)
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"onet": ONet}
+
+
+def build_model(config: ONetConfig) -> nn.Module:
+    try:
+        return ARCHITECTURES[config.arch](config)
+    except KeyError:
+        raise ValueError(f"unknown architecture {config.arch!r}; known: {sorted(ARCHITECTURES)}") from None

@@ -1,0 +1,103 @@
+"""The FastAPI application: ``uvicorn app.main:app``.
+
+The lifespan loads the checkpoint (a missing or corrupt one stops start-up with a non-zero exit), then
+warms the model up in the background; /health/ready answers 503 until that warm-up has run.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import cv2
+import torch
+from anyio import to_thread
+from fastapi import FastAPI
+
+from app.api.errors import install_error_handlers
+from app.api.middleware import RequestContextMiddleware
+from app.api.routes import health, landmarks, meta
+from app.config import Settings, get_settings
+from app.inference import FaceDetector, LandmarkPredictor
+from app.logging_setup import configure_logging
+
+logger = logging.getLogger("app.main")
+
+
+def build_predictor(settings: Settings) -> LandmarkPredictor:
+    detector = FaceDetector(on_gray=settings.detect_on_gray, max_side=settings.detect_max_side)
+    return LandmarkPredictor.from_checkpoint(
+        settings.model_path, detector, flip_test_time=settings.flip_test_time
+    )
+
+
+async def _warm_up(app: FastAPI) -> None:
+    try:
+        await to_thread.run_sync(app.state.predictor.warm_up)
+    except Exception as exc:
+        app.state.not_ready_reason = f"warm-up failed: {exc}"
+        logger.exception("model warm-up failed; the service stays not ready")
+        return
+    app.state.ready = True
+    app.state.not_ready_reason = None
+    logger.info("ready")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    torch.set_num_threads(settings.torch_threads)
+    cv2.setNumThreads(settings.torch_threads)
+    app.state.not_ready_reason = "loading the model"
+    try:
+        predictor = build_predictor(settings)
+    except Exception as exc:
+        logger.error("cannot load the model; exiting", extra={"model_path": str(settings.model_path)})
+        raise RuntimeError(f"cannot load the model: {exc}") from exc
+    app.state.predictor = predictor
+    logger.info(
+        "model loaded",
+        extra={
+            "model_path": str(settings.model_path),
+            "model": predictor.name,
+            "version": predictor.version,
+            "flip_test_time": predictor.flip_test_time,
+        },
+    )
+    app.state.not_ready_reason = "warming up"
+    warm_up = asyncio.create_task(_warm_up(app))
+    try:
+        yield
+    finally:
+        warm_up.cancel()
+        app.state.ready = False
+        logger.info("shutting down")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Face landmarks",
+        version="0.1.0",
+        summary="Every face in a photo with its 68 iBUG 300-W landmarks.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.predictor = None
+    app.state.ready = False
+    app.state.not_ready_reason = "model not loaded yet"
+    install_error_handlers(app)
+    app.include_router(landmarks.router)
+    app.include_router(health.router)
+    app.include_router(meta.router)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_upload_bytes,
+        max_in_flight=settings.max_in_flight,
+        retry_after_seconds=settings.retry_after_seconds,
+    )
+    return app
+
+
+app = create_app()
