@@ -18,7 +18,9 @@ from prometheus_client import (
 )
 
 REQUESTS = Counter(
-    "landmarks_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"]
+    "landmarks_http_requests_total",
+    "HTTP requests by route, method and status.",
+    ["route", "method", "status"],
 )
 LATENCY = Histogram(
     "landmarks_http_request_duration_seconds",

@@ -54,8 +54,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 Upsample = Annotated[
     int | None,
-    Query(ge=0, le=2, description="dlib upsampling: 1 finds faces down to ~40 px, at ~4x the cost. "
-          "Default: LANDMARKS_DEFAULT_UPSAMPLE (0)."),
+    Query(
+        ge=0,
+        le=2,
+        description="dlib upsampling: 1 finds faces down to ~40 px, at ~4x the cost. "
+        "Default: LANDMARKS_DEFAULT_UPSAMPLE (0).",
+    ),
 ]
 MaxFaces = Annotated[
     int | None, Query(ge=1, le=1000, description="Return at most this many faces, largest first.")
@@ -132,7 +136,11 @@ def run_pipeline(
 
 
 async def _process(
-    request: Request, predictor: LandmarkPredictor, settings: Settings, upsample: int | None, max_faces: int | None
+    request: Request,
+    predictor: LandmarkPredictor,
+    settings: Settings,
+    upsample: int | None,
+    max_faces: int | None,
 ) -> tuple[np.ndarray, list[Face]]:
     data, content_type = await read_upload(request, settings)
     chosen_upsample = settings.default_upsample if upsample is None else upsample

@@ -1,0 +1,66 @@
+"""``face-landmarks predict IMAGE... [--draw DIR]``: the service's JSON for local files, one line each."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+
+from app.config import get_settings
+from app.inference import FaceDetector, InferenceError, LandmarkPredictor
+from app.inference.imaging import decode_image, encode_image
+from app.inference.render import draw_faces
+
+
+def _parser() -> argparse.ArgumentParser:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="face-landmarks", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser("predict", help="print faces and 68 landmarks of each image as JSON")
+    predict.add_argument("images", nargs="+", type=Path, help="image files")
+    predict.add_argument("--draw", type=Path, help="also write annotated copies into this folder")
+    predict.add_argument("--model", type=Path, default=settings.model_path, help="checkpoint to use")
+    predict.add_argument("--upsample", type=int, choices=(0, 1, 2), default=settings.default_upsample)
+    predict.add_argument("--max-faces", type=int, default=None, help="keep at most this many, largest first")
+    predict.add_argument("--indent", type=int, default=None, help="pretty-print the JSON")
+    return parser
+
+
+def predict(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    cv2.setNumThreads(settings.torch_threads)
+    detector = FaceDetector(on_gray=settings.detect_on_gray, max_side=settings.detect_max_side)
+    predictor = LandmarkPredictor.from_checkpoint(
+        args.model, detector, flip_test_time=settings.flip_test_time
+    )
+    if args.draw:
+        args.draw.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in args.images:
+        try:
+            image = decode_image(path.read_bytes(), settings.max_pixels)
+        except (OSError, InferenceError) as exc:
+            failures += 1
+            print(json.dumps({"file": str(path), "error": str(exc)}), file=sys.stderr)
+            continue
+        faces = predictor.predict(image, args.upsample, args.max_faces)
+        result = {
+            "file": str(path),
+            "image": {"width": image.shape[1], "height": image.shape[0]},
+            "faces": [face.to_dict() for face in faces],
+            "model": {"name": predictor.name, "version": predictor.version},
+        }
+        print(json.dumps(result, indent=args.indent))
+        if args.draw:
+            (args.draw / f"{path.stem}.jpg").write_bytes(encode_image(draw_faces(image, faces), "jpeg"))
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return predict(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Shared fixtures: the real data beside the repo, the shipped model, the app in-process and a real
+uvicorn process on a loopback port."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+PHOTOS = DATA / "samples" / "photos"
+LFPW = DATA / "samples" / "lfpw"
+# The shipped checkpoint, unless LANDMARKS_MODEL_PATH points elsewhere (as it does for the service).
+SHIPPED_MODEL = Settings().model_path
+
+
+def read_pts(path: Path) -> np.ndarray:
+    """The (n, 2) points of an iBUG .pts file."""
+    lines = path.read_text().splitlines()
+    start = lines.index("{") + 1
+    return np.array([[float(v) for v in line.split()] for line in lines[start : lines.index("}")]])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_data() -> None:
+    if not DATA.is_dir():
+        pytest.exit(f"test data not found at {DATA} (the repo expects ../shared/data beside it)", 2)
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    assert SHIPPED_MODEL.is_file(), f"the shipped checkpoint {SHIPPED_MODEL} is missing"
+    return SHIPPED_MODEL
+
+
+def wait_ready(client: TestClient | httpx.Client, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/health/ready").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the service did not become ready")
+
+
+def make_client(**overrides: object) -> TestClient:
+    """A TestClient around a fresh app; enter it with ``with`` to run the lifespan."""
+    settings = Settings(**{"model_path": SHIPPED_MODEL, **overrides})
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[TestClient]:
+    with make_client() as test_client:
+        wait_ready(test_client)
+        yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """``uvicorn app.main:app`` in a child process on a loopback port."""
+
+    def __init__(self, env: dict[str, str] | None = None, workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        child_env = {**os.environ, "WEB_CONCURRENCY": str(workers), **(env or {})}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO,
+            env=child_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"uvicorn exited early:\n{self.process.stdout.read()}")
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("uvicorn did not become ready")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> tuple[int, str]:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            output, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            output, _ = self.process.communicate()
+        return self.process.returncode, output
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[LiveServer]:
+    server = LiveServer()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,47 @@
+"""Box -> crop -> image geometry, shared by the service and training."""
+
+import numpy as np
+
+from app.inference.detector import Box
+from app.inference.geometry import Frame, crop_box, crop_frame
+
+
+def test_box_corners_map_to_crop_edges():
+    frame = Frame.from_box(Box(10, 20, 109, 119))
+    corners = frame.to_image(np.array([[0.0, 0.0], [1.0, 1.0]]))
+    # dlib's inclusive box covers [left - 0.5, right + 0.5] in pixel-centre coordinates.
+    np.testing.assert_allclose(corners, [[9.5, 19.5], [109.5, 119.5]])
+    matrix = frame.crop_matrix(62)
+    mapped = corners @ matrix[:, :2].T + matrix[:, 2]
+    np.testing.assert_allclose(mapped, [[-0.5, -0.5], [61.5, 61.5]])
+
+
+def test_normalised_round_trip_with_rotation():
+    frame = Frame(cx=50.3, cy=-4.0, width=80.0, height=90.0, angle=0.4)
+    points = np.random.default_rng(0).uniform(-0.5, 1.5, size=(68, 2))
+    np.testing.assert_allclose(frame.to_normalised(frame.to_image(points)), points, atol=1e-9)
+
+
+def test_crop_of_a_box_partly_outside_keeps_the_box_geometry():
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[:, :50] = 255  # left half white
+    # The box spans x = -50..49: its right half is the image's white left half, its left half is outside.
+    crop = crop_box(image, Box(-50, 0, 49, 99), 62)
+    assert crop.shape == (62, 62, 3)
+    assert crop[:, :28].max() == 0  # outside the image: zero padding
+    assert crop[:, 34:58].min() == 255  # inside: the white half, at the right place
+
+
+def test_crop_of_a_box_wholly_outside_is_black():
+    image = np.full((50, 50, 3), 200, np.uint8)
+    assert crop_box(image, Box(300, 300, 499, 499), 62).max() == 0
+
+
+def test_crop_resamples_a_marked_pixel_to_the_expected_place():
+    image = np.zeros((400, 400), np.uint8)
+    image[190:210, 290:310] = 255  # a bright square centred at (299.5, 199.5)
+    box = Box(100, 100, 399, 399)
+    crop = crop_frame(image, Frame.from_box(box), 62)
+    ys, xs = np.nonzero(crop > 128)
+    expected = Frame.from_box(box).to_normalised(np.array([299.5, 199.5])) * 62 - 0.5
+    assert abs(xs.mean() - expected[0]) < 1.0 and abs(ys.mean() - expected[1]) < 1.0
