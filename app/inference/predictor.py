@@ -1,5 +1,7 @@
 """The one inference path: image -> faces with 68 landmarks in original-image pixels."""
 
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,25 @@ from app.inference.checkpoint import LoadedModel, load_checkpoint
 from app.inference.detector import Box, Detection, FaceDetector
 from app.inference.geometry import Frame, crop_box
 from app.inference.landmarks import FLIP_PERMUTATION
+
+logger = logging.getLogger(__name__)
+
+
+def optimise_for_cpu(network: torch.nn.Module, input_size: int, channels: int) -> torch.nn.Module:
+    """The network traced, frozen and fused for CPU inference (BatchNorm folded into the convolutions,
+    oneDNN kernels): about twice as fast as eager mode for this small net. Falls back to the eager
+    network if tracing fails or the traced graph disagrees with it."""
+    probe = torch.rand(2, channels, input_size, input_size)
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optimised = torch.jit.optimize_for_inference(torch.jit.trace(network, probe))
+            if torch.allclose(optimised(probe), network(probe), atol=1e-4):
+                return optimised
+        logger.warning("optimised network disagrees with eager mode; serving eager mode")
+    except Exception:
+        logger.warning("could not optimise the network; serving eager mode", exc_info=True)
+    return network
 
 
 @dataclass(frozen=True)
@@ -36,7 +57,7 @@ class LandmarkPredictor:
     """dlib HOG boxes + the checkpoint's network.
 
     ``flip_test_time`` averages the prediction of each crop with that of its mirror image; ``None``
-    takes the checkpoint's recommendation.
+    takes the checkpoint's recommendation. ``optimise`` serves a traced and fused copy of the network.
     """
 
     def __init__(
@@ -45,6 +66,7 @@ class LandmarkPredictor:
         detector: FaceDetector | None = None,
         *,
         flip_test_time: bool | None = None,
+        optimise: bool = True,
     ) -> None:
         self.model = model
         self.detector = detector or FaceDetector()
@@ -55,6 +77,8 @@ class LandmarkPredictor:
         self._scale = torch.from_numpy((1.0 / (255.0 * model.std)).astype(np.float32)).view(1, -1, 1, 1)
         self._shift = torch.from_numpy((model.mean / model.std).astype(np.float32)).view(1, -1, 1, 1)
         self.input_size = size
+        channels = model.config.in_channels
+        self._network = optimise_for_cpu(model.network, size, channels) if optimise else model.network
 
     @classmethod
     def from_checkpoint(
@@ -90,8 +114,8 @@ class LandmarkPredictor:
         """(N, S, S, C) uint8 crops -> (N, 68, 2) normalised box coordinates, in one forward pass."""
         batch = self.normalise(crops)
         if not self.flip_test_time:
-            return self.model.network(batch).numpy().astype(np.float64)
-        both = self.model.network(torch.cat([batch, batch.flip(3)])).numpy().astype(np.float64)
+            return self._network(batch).numpy().astype(np.float64)
+        both = self._network(torch.cat([batch, batch.flip(3)])).numpy().astype(np.float64)
         direct, mirrored = both[: len(batch)], both[len(batch) :]
         mirrored = mirrored[:, FLIP_PERMUTATION]
         mirrored[..., 0] = 1.0 - mirrored[..., 0]
