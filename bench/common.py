@@ -1,0 +1,120 @@
+"""Helpers shared by the benchmark scripts: a uvicorn process on a loopback port, RSS, percentiles."""
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def child_pids(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        children.extend(int(c) for c in text)
+    return children
+
+
+class Server:
+    """``uvicorn app.main:app`` with ``workers`` processes on a free loopback port."""
+
+    def __init__(self, workers: int = 1, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        child_env = {**os.environ, "WEB_CONCURRENCY": str(workers), "LANDMARKS_LOG_LEVEL": "warning"}
+        child_env.update(env or {})
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO,
+            env=child_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def __enter__(self) -> "Server":
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("uvicorn exited during start-up")
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
+                    # One worker answered ready; give the others time to finish their warm-up too.
+                    time.sleep(2.0 if self.workers > 1 else 0.0)
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("uvicorn did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def worker_rss(self) -> list[int]:
+        """RSS of each process that serves requests (the workers, or the single process)."""
+        if self.workers == 1:
+            return [rss_bytes(self.process.pid)]
+        # With several workers uvicorn's supervisor spawns them (and a resource tracker, left out).
+        workers = [
+            pid
+            for pid in child_pids(self.process.pid)
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        return [rss_bytes(pid) for pid in workers]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def machine_description() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import dlib
+    import torch
+
+    return (
+        f"{model}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, dlib {dlib.__version__}"
+    )
