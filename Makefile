@@ -5,11 +5,10 @@ BIN := $(VENV)/bin
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: run test lint container-check bench train evaluate clean
+.PHONY: run test lint container-check bench load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
 
 # Stamp files re-run the install only when pyproject.toml changes.
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
@@ -33,8 +32,12 @@ lint: $(VENV)/.installed-dev
 container-check: $(VENV)/.installed-dev
 	bash scripts/container-check.sh
 
+# Prints the figures and stores them in docs/PERFORMANCE.md (run it on an otherwise idle machine).
 bench: $(VENV)/.installed-dev
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --write docs/PERFORMANCE.md
+
+load: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
