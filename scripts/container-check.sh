@@ -8,6 +8,9 @@
 #   4. `docker compose up --build --wait`, a real face photo POSTed to /landmarks (68 points per
 #      face), the container's user (not root), the image size; `docker compose down` always
 #
+# The load-balanced variant (deploy/compose/docker-compose.lb.yml) is linted, not started: its nginx
+# image would need a registry.
+#
 # Settings (environment): LANDMARKS_SHARED_DIR (default ../shared), LANDMARKS_SAMPLE_IMAGE,
 # LANDMARKS_CI_CACHE (default /var/cache/landmarks-ci), LANDMARKS_DOCKER_DATA_ROOT (default
 # /var/lib/landmarks-docker), LANDMARKS_DOCKERD_ARGS (extra dockerd flags), LANDMARKS_DEBIAN_MIRROR,
@@ -113,6 +116,7 @@ log "hadolint Dockerfile"
 log "docker compose config"
 docker compose -f docker-compose.yml config --quiet
 compose config --quiet
+docker compose -f docker-compose.yml -f deploy/compose/docker-compose.lb.yml config --quiet
 log "kubernetes manifests"
 bash scripts/validate-k8s.sh
 
