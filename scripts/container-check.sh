@@ -73,6 +73,8 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Lazy unmount of whatever debootstrap may have left mounted inside a folder (proc, sys, ...).
 unmount_below() {
@@ -324,7 +326,7 @@ assert status == 200 and b"landmarks_http_requests_total" in raw, f"GET /metrics
 PY
 
 uid=$(compose exec -T landmarks id -u | tr -d '[:space:]')
-[ -n "$uid" ] && [ "$uid" != 0 ] || die "the service runs as uid '$uid' (root)"
+if [ -z "$uid" ] || [ "$uid" = 0 ]; then die "the service runs as uid '$uid' (root)"; fi
 log "the service runs as uid $uid, not root"
 
 compose exec -T landmarks python -c "
