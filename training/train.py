@@ -1,0 +1,286 @@
+"""A training run, readable in one sitting: data -> split -> statistics -> network -> fit -> checkpoints.
+
+Outputs in ``<runs>/<name>/``: ``config.json``, ``split.json``, ``prepare.json``, ``logs/metrics.csv``
+(CSVLogger), ``best.pt`` (lowest validation NME), ``last.pt`` and ``train_report.json``. Both ``.pt``
+files are ``app.inference.checkpoint`` files that ``LandmarkPredictor.from_checkpoint`` loads as they are.
+"""
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+from torch.utils.data import DataLoader
+
+from app.inference.checkpoint import save_checkpoint
+from app.inference.model import ONetConfig, build_model
+from training.config import TrainConfig
+from training.data import (
+    SPLIT_RULE,
+    FaceCache,
+    FaceCropDataset,
+    crop_statistics,
+    prepare_folder,
+    prepare_summary,
+    split_items,
+)
+from training.module import LandmarkModule
+
+logger = logging.getLogger(__name__)
+
+
+def onet_config(config: TrainConfig) -> ONetConfig:
+    m = config.model
+    return ONetConfig(
+        input_size=config.input_size,
+        channels=tuple(m.channels),  # type: ignore[arg-type]
+        fc_features=m.fc_features,
+        batch_norm=m.batch_norm,
+        dropout=m.dropout,
+    )
+
+
+def build_network(config: TrainConfig, mean_shape: np.ndarray | None) -> nn.Module:
+    network = build_model(onet_config(config))
+    if config.model.init_mean_shape and mean_shape is not None:
+        # Start from the mean face: the first steps then learn offsets, not the face's position.
+        with torch.no_grad():
+            head: nn.Linear = network.landmarks  # type: ignore[assignment]
+            head.weight.mul_(0.1)
+            head.bias.copy_(torch.as_tensor(mean_shape.reshape(-1), dtype=torch.float32))
+    return network
+
+
+def parse_devices(devices: str) -> int | str | list[int]:
+    devices = devices.strip()
+    if devices == "auto":
+        return devices
+    if "," in devices:
+        return [int(d) for d in devices.split(",") if d.strip()]
+    return int(devices)
+
+
+class ExportCheckpoints(L.Callback):
+    """Writes ``best.pt`` whenever the validation NME improves and ``last.pt`` at the end."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        network_config: ONetConfig,
+        mean: np.ndarray,
+        std: np.ndarray,
+        metadata: dict[str, Any],
+        has_validation: bool,
+    ) -> None:
+        self.run_dir = run_dir
+        self.network_config = network_config
+        self.mean, self.std = mean, std
+        self.metadata = metadata
+        self.has_validation = has_validation
+        self.best_nme = math.inf
+        self.best_epoch = -1
+        self.history: list[dict[str, float]] = []
+
+    def _save(self, name: str, module: LandmarkModule, extra: dict[str, Any]) -> None:
+        save_checkpoint(
+            self.run_dir / name,
+            module.network,
+            self.network_config,
+            self.mean,
+            self.std,
+            {
+                **self.metadata,
+                **extra,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or "val/nme" not in trainer.callback_metrics:
+            return
+        nme = float(trainer.callback_metrics["val/nme"])
+        self.history.append({"epoch": trainer.current_epoch, "val_nme": nme})
+        if nme < self.best_nme:
+            self.best_nme, self.best_epoch = nme, trainer.current_epoch
+            if trainer.is_global_zero:
+                self._save("best.pt", pl_module, {"best_epoch": self.best_epoch, "val_nme_box_crops": nme})
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.has_validation and trainer.is_global_zero:
+            self.best_epoch = trainer.current_epoch
+            self._save("best.pt", pl_module, {"best_epoch": self.best_epoch})
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._save("last.pt", pl_module, {"epoch": trainer.current_epoch})
+
+
+class EpochLine(L.Callback):
+    """One log line per epoch (readable in a nohup log, where a progress bar is not)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        values = " ".join(
+            f"{k}={float(v):.4f}" for k, v in sorted(metrics.items()) if k.endswith(("nme", "loss_epoch"))
+        )
+        logger.info(
+            "epoch %d: %s (%.1f s)", trainer.current_epoch, values, time.perf_counter() - self.started
+        )
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    best: Path
+    best_epoch: int
+    best_val_nme: float
+    fit_seconds: float
+
+
+def _folder_record(cache: FaceCache, folder: str, train: int, val: int) -> dict[str, Any]:
+    r = cache.report
+    return {
+        "folder": folder,
+        "images_labelled_68": r["images_labelled_68"],
+        "faces_detected": r["faces"],
+        "faces_train": train,
+        "faces_validation": val,
+        "undetected": r["undetected"],
+        "skipped_not_68_points": r["skipped_not_68_points"],
+        "licence": r["licence"],
+    }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    if rank_zero_only.rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2))
+
+
+def run_training(config: TrainConfig) -> RunResult:
+    if not config.data:
+        raise ValueError("no training folders given (--data FOLDER ...)")
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    run_dir = Path(config.runs) / config.name
+    rank_zero_only(print)(f"training config:\n{config.describe()}")
+    L.seed_everything(config.seed, workers=True)
+
+    caches = [prepare_folder(folder, config.prepare) for folder in config.data]
+    for cache in caches:
+        rank_zero_only(print)(prepare_summary(cache))
+    train_items, val_items = split_items(caches, config.val_fraction, config.split_salt)
+    if not train_items:
+        raise ValueError("no training faces: every image fell in the validation split or none was detected")
+    rank_zero_only(print)(f"faces: {len(train_items)} training, {len(val_items)} validation")
+
+    plain_train = FaceCropDataset(train_items, config.input_size, None)
+    mean, std = crop_statistics(plain_train)
+    mean_shape = np.mean([plain_train.sample(i, None)[1] for i in range(len(plain_train))], axis=0)
+    network = build_network(config, mean_shape)
+
+    trained_on = []
+    for folder, cache in zip(config.data, caches, strict=True):
+        n_train = sum(1 for c, _ in train_items if c is cache)
+        trained_on.append(_folder_record(cache, folder, n_train, sum(1 for c, _ in val_items if c is cache)))
+    split = {
+        "rule": SPLIT_RULE,
+        "val_fraction": config.val_fraction,
+        "salt": config.split_salt,
+        "validation_stems": {
+            f: [c.stems[i] for c2, i in val_items if c2 is c]
+            for f, c in zip(config.data, caches, strict=True)
+        },
+    }
+    metadata: dict[str, Any] = {
+        "name": config.name,
+        "version": config.version,
+        "trained_on": trained_on,
+        "training": config.to_dict(),
+        "split": {k: v for k, v in split.items() if k != "validation_stems"},
+        "input": "dlib HOG box (upsample 0, grayscale detection) cropped as it is, resized to "
+        f"{config.input_size}x{config.input_size}",
+        "flip_test_time": False,
+    }
+    _write_json(run_dir / "config.json", config.to_dict())
+    _write_json(run_dir / "split.json", split)
+    _write_json(run_dir / "prepare.json", [c.report for c in caches])
+
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(
+        FaceCropDataset(train_items, config.input_size, config.augment),
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(train_items) > config.batch_size,
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+        generator=generator,
+    )
+    val_loader = DataLoader(
+        FaceCropDataset(val_items, config.input_size, None),
+        batch_size=max(config.batch_size, 128),
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+    )
+    export = ExportCheckpoints(run_dir, onet_config(config), mean, std, metadata, bool(val_items))
+    callbacks: list[L.Callback] = [export, LearningRateMonitor(logging_interval="epoch"), EpochLine()]
+    if config.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=5))
+    trainer = L.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=parse_devices(config.devices),
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=config.precision,  # type: ignore[arg-type]
+        logger=CSVLogger(save_dir=run_dir, name="logs", version=""),
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=True,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if val_items else 0,
+        log_every_n_steps=config.log_every_n_steps,
+        deterministic="warn",
+    )
+    module = LandmarkModule(network, config, mean, std)
+    fit_started = time.perf_counter()
+    trainer.fit(module, train_loader, val_loader if val_items else None)
+    fit_seconds = time.perf_counter() - fit_started
+    report = {
+        "fit_seconds": round(fit_seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "best_epoch": export.best_epoch,
+        "best_val_nme_box_crops": export.best_nme,
+        "epochs": config.epochs,
+        "faces_train": len(train_items),
+        "faces_validation": len(val_items),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "accelerator": str(trainer.accelerator.__class__.__name__),
+        "world_size": trainer.world_size,
+        "val_history": export.history,
+    }
+    _write_json(run_dir / "train_report.json", report)
+    rank_zero_only(print)(
+        f"done in {fit_seconds:.0f} s of fitting; best validation NME (box) {export.best_nme:.4f} at epoch "
+        f"{export.best_epoch} -> {run_dir / 'best.pt'}"
+    )
+    return RunResult(run_dir, run_dir / "best.pt", export.best_epoch, export.best_nme, fit_seconds)
