@@ -92,7 +92,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
                 img.load()
                 upright = ImageOps.exif_transpose(img)
                 return _to_rgb_array(upright)
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        except MemoryError:
+            raise  # the server is short of memory: not the client's fault
+        except Exception as exc:  # corrupt data surfaces as OSError, ValueError, TypeError, ... from Pillow
             raise InvalidImageError(f"the image data is truncated or corrupt: {exc}") from exc
 
 
