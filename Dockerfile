@@ -8,15 +8,24 @@
 # Wheels put in ./wheels (git-ignored) are preferred over the index: that is how a CPU build of
 # torch gets in without reaching a torch-specific index. See docs/DEPLOYMENT.md.
 
+# The runtime requirements, read from pyproject.toml. Only this file's content reaches the builder,
+# so editing other parts of pyproject.toml (extras, tool settings) does not reinstall torch.
+FROM python:3.11-slim-bookworm AS requirements
+# The torch build that pyproject's `torch==X` pin is narrowed to (`torch==X+cpu`), so that a
+# missing CPU wheel fails the build at once instead of pulling several GB of CUDA libraries.
+ARG TORCH_LOCAL_VERSION=cpu
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python -c "import re, tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(re.sub(r'^torch==([^+;\s]+)$', r'torch==\1+${TORCH_LOCAL_VERSION}', d) for d in deps))" > /requirements.txt \
+    && cat /requirements.txt
+
+
 FROM python:3.11-slim-bookworm AS builder
 
 # Mirrors and offline builds: these reach pip as environment variables during the RUN steps.
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_FIND_LINKS
-# The torch build that pyproject's `torch==X` pin is narrowed to (`torch==X+cpu`), so that a
-# missing CPU wheel fails the build at once instead of pulling several GB of CUDA libraries.
-ARG TORCH_LOCAL_VERSION=cpu
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -31,15 +40,13 @@ WORKDIR /src
 
 # Dependencies first, in their own layer: changing the code does not reinstall torch.
 COPY wheels/ /wheels/
-COPY pyproject.toml ./
-RUN python -c "import re, tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(re.sub(r'^torch==([^+;\s]+)$', r'torch==\1+${TORCH_LOCAL_VERSION}', d) for d in deps))" > /tmp/requirements.txt \
-    && cat /tmp/requirements.txt \
-    && pip install --find-links /wheels -r /tmp/requirements.txt \
+COPY --from=requirements /requirements.txt /tmp/requirements.txt
+RUN pip install --find-links /wheels -r /tmp/requirements.txt \
     && python -c "import torch, sys; sys.exit(f'torch {torch.__version__} is a CUDA build' if torch.version.cuda else 0)" \
     && pip check
 
 # Files that a CPU inference service never opens: C++ headers and test binaries of torch, the test
-# suites of numpy/sympy/networkx and friends (about 200 MB together).
+# suites of numpy/sympy/networkx and friends (about 250 MB together).
 RUN sp=/opt/venv/lib/python3.11/site-packages \
     && rm -rf "$sp"/torch/include "$sp"/torch/test "$sp"/torch/share \
         "$sp"/torch/bin/test_* "$sp"/torch/bin/*Test "$sp"/torch/bin/protoc* \
@@ -48,7 +55,7 @@ RUN sp=/opt/venv/lib/python3.11/site-packages \
     && find "$sp" -depth -type d -name tests -prune -exec rm -rf {} +
 
 # The service itself (no extras: training needs lightning, which stays out of this image).
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY app/ app/
 RUN pip install --no-deps . \
     && python -c "import app.main"
