@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,9 +75,11 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """``uvicorn app.main:app`` in a child process on a loopback port."""
+    """``uvicorn app.main:app`` (or another ``app``) in a child process on a loopback port."""
 
-    def __init__(self, env: dict[str, str] | None = None, workers: int = 1) -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, workers: int = 1, app: str = "app.main:app"
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         child_env = {**os.environ, "WEB_CONCURRENCY": str(workers), **(env or {})}
@@ -85,7 +88,7 @@ class LiveServer:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "app.main:app",
+                app,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -97,12 +100,25 @@ class LiveServer:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        # Drain the log as it comes: a pipe nobody reads fills up (64 KiB) and then blocks the server.
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
+
+    def _read_output(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"uvicorn exited early:\n{self.process.stdout.read()}")
+                self._reader.join(timeout=5)
+                raise AssertionError(f"uvicorn exited early:\n{self.output}")
             try:
                 if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
                     return
@@ -115,11 +131,12 @@ class LiveServer:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
-            output, _ = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            output, _ = self.process.communicate()
-        return self.process.returncode, output
+            self.process.wait()
+        self._reader.join(timeout=5)
+        return self.process.returncode, self.output
 
 
 @pytest.fixture(scope="session")
