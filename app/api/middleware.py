@@ -1,6 +1,10 @@
 """One pure-ASGI middleware for what every request needs before any route runs: a request id, the
 upload byte limit (enforced while the body streams in, never by buffering it), the bound on landmark
 requests in progress, metrics, one JSON log line per request, and a JSON 500 for anything unexpected.
+
+A landmark request takes its in-flight slot once its body has fully arrived, not while it is still
+uploading: the slots bound the work queued for the CPU, and a few clients that open uploads and then
+stall must not hold every slot (and so turn every other request into a 503).
 """
 
 import json
@@ -10,6 +14,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from starlette.requests import ClientDisconnect
 
 from app.api import metrics
 from app.api.errors import error_body
@@ -31,7 +37,15 @@ MULTIPART_OVERHEAD = 16 * 1024
 DRAIN_LIMIT = 64 * 1024 * 1024
 
 
+# Logged for a client that went away before its answer (nginx's convention); never sent.
+CLIENT_CLOSED_REQUEST = 499
+
+
 class _BodyTooLarge(Exception):
+    pass
+
+
+class _Overloaded(Exception):
     pass
 
 
@@ -63,11 +77,19 @@ class RequestContextMiddleware:
         request_id = incoming_id if _VALID_REQUEST_ID.match(incoming_id) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        state = {"status": 0, "response_started": False, "body_bytes": 0, "too_large": False}
+        state = {
+            "status": 0,
+            "response_started": False,
+            "body_bytes": 0,
+            "too_large": False,
+            "overloaded": False,
+            "counted": False,
+        }
+        limited = scope["method"] == "POST" and scope["path"].startswith(self.limited_prefix)
 
         async def send_with_id(message: Message) -> None:
-            if state["too_large"]:
-                return  # whatever the app answers, the client gets our 413
+            if state["too_large"] or state["overloaded"]:
+                return  # whatever the app answers, the client gets our 413 or 503
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 state["response_started"] = True
@@ -82,10 +104,16 @@ class RequestContextMiddleware:
                 if state["body_bytes"] > self.max_body_bytes:
                     state["too_large"] = True
                     raise _BodyTooLarge
+                if limited and not message.get("more_body", False) and not state["counted"]:
+                    # The whole body is here: the work starts now, so this is when it takes a slot.
+                    if self.in_flight >= self.max_in_flight:
+                        state["overloaded"] = True
+                        raise _Overloaded
+                    self.in_flight += 1
+                    metrics.IN_FLIGHT.inc()
+                    state["counted"] = True
             return message
 
-        limited = scope["method"] == "POST" and scope["path"].startswith(self.limited_prefix)
-        counted = False
         try:
             declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -94,24 +122,20 @@ class RequestContextMiddleware:
                 state["too_large"] = True
                 await self._payload_too_large(send)
             elif limited and self.in_flight >= self.max_in_flight:
-                state["status"] = 503
-                await self._send_json(
-                    send,
-                    503,
-                    error_body("overloaded", "too many requests in progress; retry shortly"),
-                    [(b"retry-after", str(self.retry_after_seconds).encode())],
-                )
+                # Already saturated: answer at once, without reading the upload.
+                await self._overloaded(send, state)
             else:
-                if limited:
-                    self.in_flight += 1
-                    metrics.IN_FLIGHT.inc()
-                    counted = True
                 await self.app(scope, counting_receive, send_with_id)
                 if state["too_large"]:
                     await self._payload_too_large(send)
-        except Exception:  # _BodyTooLarge included: it surfaces through the app's body parsing
+        except ClientDisconnect:
+            # The client went away mid-upload: there is no one to answer, and it is no server error.
+            state["status"] = CLIENT_CLOSED_REQUEST
+        except Exception:  # _BodyTooLarge and _Overloaded included: they surface through body parsing
             if state["too_large"]:
                 await self._payload_too_large(send)
+            elif state["overloaded"]:
+                await self._overloaded(send, state)
             else:
                 logger.exception("unhandled error", extra={"path": scope["path"]})
                 if not state["response_started"]:
@@ -122,7 +146,7 @@ class RequestContextMiddleware:
                         error_body("internal_error", "the request failed inside the service"),
                     )
         finally:
-            if counted:
+            if state["counted"]:
                 self.in_flight -= 1
                 metrics.IN_FLIGHT.dec()
             self._record(scope, state, time.perf_counter() - started, request_id)
@@ -135,6 +159,17 @@ class RequestContextMiddleware:
             "payload_too_large", f"the upload exceeds the limit of {self.max_upload_bytes} bytes"
         )
         await self._send_json(send, 413, body, [(b"connection", b"close")])
+
+    async def _overloaded(self, send: Send, state: dict[str, Any]) -> None:
+        """Answer 503 with Retry-After on the raw ``send``."""
+        state["status"] = 503
+        metrics.REJECTED.labels(reason="overloaded").inc()
+        await self._send_json(
+            send,
+            503,
+            error_body("overloaded", "too many requests in progress; retry shortly"),
+            [(b"retry-after", str(self.retry_after_seconds).encode())],
+        )
 
     @staticmethod
     async def _drain(receive: Receive, declared: int) -> None:
