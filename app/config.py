@@ -16,6 +16,12 @@ class Settings(BaseSettings):
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="Checkpoint file to serve.")
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest accepted upload (bytes).")
     max_pixels: int = Field(40_000_000, gt=0, description="Largest accepted image (width x height).")
+    max_detect_pixels: int = Field(
+        64_000_000,
+        gt=0,
+        description="Most pixels the face detector may scan per request: width x height x 4^upsample "
+        "(after detect_max_side); bounds the memory and time of one detection.",
+    )
     default_upsample: int = Field(0, ge=0, le=2, description="dlib upsampling when the query has none.")
     detect_max_side: int = Field(
         0, ge=0, description="Detect on a copy whose longer side is at most this (0 = full resolution)."

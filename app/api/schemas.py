@@ -40,8 +40,9 @@ class LandmarksResponse(BaseModel):
 
 class ErrorBody(BaseModel):
     code: str = Field(
-        description="Stable code: invalid_image, payload_too_large, too_many_pixels, "
-        "unsupported_media_type, validation_error, overloaded, not_ready, not_found, internal_error."
+        description="Stable code: invalid_image, invalid_request, payload_too_large, too_many_pixels, "
+        "unsupported_media_type, validation_error, overloaded, not_ready, not_found, method_not_allowed, "
+        "internal_error."
     )
     message: str
     request_id: str | None = None

@@ -17,7 +17,13 @@ from app.api.deps import PredictorDep, SettingsDep
 from app.api.errors import ApiError
 from app.api.schemas import ErrorResponse, LandmarksResponse
 from app.config import Settings
-from app.inference import Face, InvalidImageError, LandmarkPredictor, UnsupportedMediaTypeError
+from app.inference import (
+    Face,
+    InvalidImageError,
+    LandmarkPredictor,
+    TooManyPixelsError,
+    UnsupportedMediaTypeError,
+)
 from app.inference.imaging import SUPPORTED_FORMATS, decode_image, encode_image
 from app.inference.render import draw_faces
 
@@ -45,8 +51,16 @@ UPLOAD_BODY = {
     }
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "invalid_image: undecodable or truncated file"},
-    413: {"model": ErrorResponse, "description": "payload_too_large or too_many_pixels"},
+    400: {
+        "model": ErrorResponse,
+        "description": "invalid_image: undecodable or truncated file; "
+        "invalid_request: malformed multipart body",
+    },
+    413: {
+        "model": ErrorResponse,
+        "description": "payload_too_large, or too_many_pixels (the image, or the pixels the detector "
+        "would scan at this upsample)",
+    },
     415: {"model": ErrorResponse, "description": "unsupported_media_type"},
     422: {"model": ErrorResponse, "description": "validation_error: missing field, bad parameter"},
     503: {"model": ErrorResponse, "description": "overloaded (with Retry-After) or not_ready"},
@@ -103,6 +117,27 @@ def _declares_non_image(content_type: str | None) -> bool:
     return not (kind.startswith("image/") or kind in ("application/octet-stream", ""))
 
 
+def detector_pixels(width: int, height: int, max_side: int, upsample: int) -> int:
+    """Pixels dlib's HOG detector scans at its finest pyramid level: each upsampling step doubles both
+    sides of the (possibly ``max_side``-reduced) image, so time and memory grow as 4^upsample."""
+    if max_side and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        width, height = max(1, round(width * scale)), max(1, round(height * scale))
+    return width * height * 4**upsample
+
+
+def check_detection_budget(image: np.ndarray, settings: Settings, upsample: int) -> None:
+    """Refuse work the pixel limit alone would let through: a small, highly compressed file of a
+    large image with ``upsample=2`` would make dlib scan 16 times its pixels (gigabytes, a minute)."""
+    height, width = image.shape[:2]
+    scanned = detector_pixels(width, height, settings.detect_max_side, upsample)
+    if scanned > settings.max_detect_pixels:
+        raise TooManyPixelsError(
+            f"with upsample={upsample} the detector would scan {scanned} pixels for this {width}x{height} "
+            f"image; the limit is {settings.max_detect_pixels}: send a smaller image or a lower upsample"
+        )
+
+
 def run_pipeline(
     predictor: LandmarkPredictor,
     data: bytes,
@@ -122,6 +157,7 @@ def run_pipeline(
                 f"content type {content_type!r} is not an image; send one of {', '.join(SUPPORTED_FORMATS)}"
             ) from exc
         raise
+    check_detection_budget(image, settings, upsample)
     t1 = time.perf_counter()
     detections = predictor.detect(image, upsample)[:max_faces]
     t2 = time.perf_counter()
