@@ -52,7 +52,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         predictor = build_predictor(settings)
     except Exception as exc:
-        logger.error("cannot load the model; exiting", extra={"model_path": str(settings.model_path)})
+        logger.error(
+            f"cannot load the model, exiting: {exc}",
+            extra={"model_path": str(settings.model_path), "reason": str(exc)},
+        )
         raise RuntimeError(f"cannot load the model: {exc}") from exc
     app.state.predictor = predictor
     logger.info(
