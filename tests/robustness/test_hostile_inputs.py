@@ -1,0 +1,305 @@
+"""The hostile-input suite, end to end against a real uvicorn process over loopback.
+
+Every kind of broken, huge, odd or malformed upload gets its documented status and JSON error (see
+docs/ROBUSTNESS.md), the service answers the next ordinary request normally, and the process's resident
+memory after all of it stays within a fixed bound of its memory after warm-up. Every input is generated
+here (tests/robustness/inputs.py). tests/api/test_errors.py checks single errors in-process; this is the
+whole table over real HTTP, with the memory and the next request checked too.
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.api.schemas import LandmarksResponse
+from tests.conftest import LFPW, LiveServer
+from tests.robustness import inputs
+from tests.robustness.live import MiB, RawResponse, assert_json_error, rss_bytes, slow_chunked_upload
+
+UPLOAD_LIMIT = 2_000_000  # smaller than the default, so that the oversized uploads stay quick
+# Resident memory after the whole table (run several times) may exceed the memory after warm-up by this.
+RSS_GROWTH_BOUND = 64 * MiB
+BOUNDARY = "robustness-boundary-7f3a"
+FACE = LFPW / "image_0002.png"  # one frontal face, 300x450
+
+Send = Callable[[httpx.Client], httpx.Response]
+
+
+@dataclass(frozen=True)
+class Hostile:
+    name: str
+    send: Send
+    status: int
+    code: str | None = None  # the error code; None for a 200 with the landmarks JSON
+    size: tuple[int, int] | None = None  # for a 200: the (width, height) the answer must report
+
+
+def upload(data: bytes, content_type: str | None = "image/jpeg", params: dict | None = None) -> Send:
+    return lambda c: c.post("/landmarks", params=params, files={"image": ("upload", data, content_type)})
+
+
+def raw(body: bytes, content_type: str | None, path: str = "/landmarks") -> Send:
+    headers = {"content-type": content_type} if content_type else {}
+    return lambda c: c.post(path, content=body, headers=headers)
+
+
+def multipart(parts: list[tuple[str, str | None, str | None, bytes]]) -> Send:
+    return raw(inputs.multipart_body(BOUNDARY, parts), f"multipart/form-data; boundary={BOUNDARY}")
+
+
+JPEG = inputs.small_jpeg()
+PNG = inputs.small_png()
+RANDOM = np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+ICO = inputs.encode(inputs.rgb_image(16, 16), "ICO")
+
+CASES: list[Hostile] = [
+    # Not an image
+    Hostile("empty file", upload(b""), 400, "invalid_image"),
+    Hostile("random bytes", upload(RANDOM), 400, "invalid_image"),
+    Hostile("text declared as an image", upload(b"hello, world\n" * 50), 400, "invalid_image"),
+    Hostile(
+        "text declared as text", upload(b"hello, world\n" * 50, "text/plain"), 415, "unsupported_media_type"
+    ),
+    Hostile("recognised non-image format (ICO)", upload(ICO, "image/x-icon"), 415, "unsupported_media_type"),
+    *[
+        Hostile(f"truncated JPEG ({keep:.0%})", upload(inputs.truncated(JPEG, keep)), 400, "invalid_image")
+        for keep in (0.02, 0.3, 0.9, 0.99)
+    ],
+    *[
+        Hostile(
+            f"truncated PNG ({keep:.0%})",
+            upload(inputs.truncated(PNG, keep), "image/png"),
+            400,
+            "invalid_image",
+        )
+        for keep in (0.02, 0.3, 0.9, 0.99)
+    ],
+    # Decompression bombs: refused from the header, before a pixel is decoded
+    Hostile(
+        "PNG header claiming 30000x30000", upload(inputs.png_claiming(30000, 30000)), 413, "too_many_pixels"
+    ),
+    Hostile(
+        "JPEG header claiming 30000x30000", upload(inputs.jpeg_claiming(30000, 30000)), 413, "too_many_pixels"
+    ),
+    # ... and a legal image whose detection at upsample=2 would cost gigabytes: refused by the detector budget
+    Hostile(
+        "4000x4000 flat PNG (60 kB) with upsample=2",
+        upload(inputs.large_flat_png(4000), "image/png", {"upsample": 2}),
+        413,
+        "too_many_pixels",
+    ),
+    Hostile(
+        "4000x4000 flat PNG at upsample=0",
+        upload(inputs.large_flat_png(4000), "image/png"),
+        200,
+        size=(4000, 4000),
+    ),
+    # Odd but valid images
+    Hostile(
+        "1x1 image, upsample=2", upload(inputs.tiny(1, 1), "image/png", {"upsample": 2}), 200, size=(1, 1)
+    ),
+    Hostile("2x2 image", upload(inputs.tiny(2, 2), "image/png"), 200, size=(2, 2)),
+    Hostile("animated GIF", upload(inputs.animated_gif(), "image/gif"), 200, size=(40, 30)),
+    Hostile("CMYK JPEG", upload(inputs.cmyk_jpeg()), 200, size=(64, 48)),
+    Hostile("16-bit PNG", upload(inputs.png_16bit(), "image/png"), 200, size=(64, 48)),
+    Hostile("RGBA PNG", upload(inputs.rgba_png(), "image/png"), 200, size=(64, 48)),
+    Hostile("grayscale PNG", upload(inputs.grayscale_png(), "image/png"), 200, size=(64, 48)),
+    Hostile("grayscale JPEG", upload(inputs.grayscale_jpeg()), 200, size=(64, 48)),
+    Hostile(
+        "palette PNG with transparency",
+        upload(inputs.palette_png_with_transparency(), "image/png"),
+        200,
+        size=(64, 48),
+    ),
+    Hostile("1-bit PNG", upload(inputs.bilevel_png(), "image/png"), 200, size=(64, 48)),
+    # Content types: the bytes decide; a declared type only names the 415 when the bytes are no image
+    Hostile("JPEG declared as text/plain", upload(JPEG, "text/plain"), 200, size=(96, 80)),
+    Hostile("JPEG declared as PNG", upload(JPEG, "image/png"), 200, size=(96, 80)),
+    Hostile(
+        "JPEG part without content type", multipart([("image", "a.jpg", None, JPEG)]), 200, size=(96, 80)
+    ),
+    # The form itself
+    Hostile("no body, no content type", raw(b"", None), 415, "unsupported_media_type"),
+    Hostile("non-multipart body (raw JPEG)", raw(JPEG, "image/jpeg"), 415, "unsupported_media_type"),
+    Hostile("JSON body", raw(b'{"image": "aGVsbG8="}', "application/json"), 415, "unsupported_media_type"),
+    Hostile(
+        "empty multipart body", raw(b"", f"multipart/form-data; boundary={BOUNDARY}"), 422, "validation_error"
+    ),
+    Hostile("multipart without boundary", raw(b"--x\r\n", "multipart/form-data"), 400, "invalid_request"),
+    Hostile(
+        "garbage multipart",
+        raw(b"\x00garbage\r\n--", f"multipart/form-data; boundary={BOUNDARY}"),
+        400,
+        "invalid_request",
+    ),
+    Hostile("missing field", multipart([("photo", "a.jpg", "image/jpeg", JPEG)]), 422, "validation_error"),
+    Hostile(
+        "text instead of a file", multipart([("image", None, None, b"not a file")]), 422, "validation_error"
+    ),
+    Hostile(
+        "two files",
+        multipart([("image", "a.jpg", "image/jpeg", JPEG), ("image", "b.jpg", "image/jpeg", JPEG)]),
+        422,
+        "validation_error",
+    ),
+    Hostile(
+        "nine files",
+        multipart([("image", f"{i}.jpg", "image/jpeg", JPEG) for i in range(9)]),
+        400,
+        "invalid_request",
+    ),
+    Hostile("GET instead of POST", lambda c: c.get("/landmarks"), 405, "method_not_allowed"),
+    # Parameters
+    *[
+        Hostile(f"parameter {params}", upload(JPEG, params=params), 422, "validation_error")
+        for params in (
+            {"upsample": 3},
+            {"upsample": -1},
+            {"upsample": "x"},
+            {"upsample": "1.5"},
+            {"upsample": "9" * 30},
+            {"max_faces": 0},
+            {"max_faces": 10**6},
+            {"max_faces": "nan"},
+        )
+    ],
+    Hostile(
+        "render: unknown format",
+        lambda c: c.post(
+            "/landmarks/render", params={"format": "gif"}, files={"image": ("a", JPEG, "image/jpeg")}
+        ),
+        422,
+        "validation_error",
+    ),
+    Hostile(
+        "render: truncated PNG",
+        lambda c: c.post(
+            "/landmarks/render", files={"image": ("a", inputs.truncated(PNG, 0.5), "image/png")}
+        ),
+        400,
+        "invalid_image",
+    ),
+    # Size: announced too large (answered at once) and too large without announcing it
+    Hostile("upload over the byte limit", upload(JPEG + b"\0" * UPLOAD_LIMIT), 413, "payload_too_large"),
+]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LiveServer]:
+    live = LiveServer(env={"LANDMARKS_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)})
+    try:
+        live.wait_ready()
+        yield live
+    finally:
+        code, output = live.stop()
+        assert code in (0, -15), output[-3000:]
+
+
+@pytest.fixture(scope="module")
+def http(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+def check(case: Hostile, response: httpx.Response) -> None:
+    if case.code is not None:
+        assert_json_error(response, case.status, case.code)
+        return
+    assert response.status_code == case.status, response.text
+    body = LandmarksResponse.model_validate(response.json())
+    assert (body.image.width, body.image.height) == case.size
+
+
+def face_request(client: httpx.Client) -> httpx.Response:
+    return client.post("/landmarks", files={"image": ("face.png", FACE.read_bytes(), "image/png")})
+
+
+def assert_serves_normally(client: httpx.Client) -> None:
+    response = face_request(client)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["faces"]) == 1
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_hostile_input_gets_its_documented_answer_and_the_next_request_is_served(http, case):
+    check(case, case.send(http))
+    assert_serves_normally(http)
+
+
+def oversized_chunks(total: int, size: int = 32 * 1024) -> Iterator[bytes]:
+    for _ in range(total // size):
+        yield b"\xff" * size
+
+
+def send_slow_oversized(server: LiveServer) -> RawResponse:
+    preamble = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="big.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    # Ten times the limit, announced nowhere: the server can only notice while it reads.
+    return slow_chunked_upload(
+        "127.0.0.1",
+        server.port,
+        "/landmarks",
+        preamble,
+        oversized_chunks(10 * UPLOAD_LIMIT),
+        f"multipart/form-data; boundary={BOUNDARY}",
+    )
+
+
+def test_slow_chunked_upload_over_the_limit_is_refused_while_it_streams(server, http):
+    answer = send_slow_oversized(server)
+    assert answer.status == 413
+    error = answer.json()["error"]
+    assert error["code"] == "payload_too_large" and error["request_id"] == answer.headers["x-request-id"]
+    assert answer.headers.get("connection") == "close"
+    # Answered once the limit was passed, long before the 20 MB the client meant to send.
+    assert UPLOAD_LIMIT <= answer.sent_bytes <= 2 * UPLOAD_LIMIT, answer.sent_bytes
+    assert_serves_normally(http)
+
+
+def test_exif_orientations_give_the_landmarks_of_the_upright_photo(http):
+    upright = Image.open(FACE).convert("RGB")
+    reference = face_request(http).json()
+    (face,) = reference["faces"]
+    box = face["box"]
+    tolerance = 0.02 * np.sqrt(box["width"] * box["height"])
+    for orientation in range(1, 9):
+        data = inputs.exif_png(upright, orientation)
+        response = http.post("/landmarks", files={"image": (f"o{orientation}.png", data, "image/png")})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["image"] == reference["image"], f"orientation {orientation} was not applied"
+        assert len(body["faces"]) == 1, f"orientation {orientation}"
+        assert body["faces"][0]["box"] == box, f"orientation {orientation}"
+        offsets = np.linalg.norm(
+            np.array(body["faces"][0]["landmarks"]) - np.array(face["landmarks"]), axis=1
+        )
+        assert offsets.max() <= tolerance, f"orientation {orientation}: {offsets.max():.2f} px"
+
+
+def test_memory_stays_bounded_under_the_whole_table(server, http):
+    # Warm-up: every path once (lazy imports, allocator pools, the first large decode).
+    for case in CASES:
+        case.send(http)
+    send_slow_oversized(server)
+    assert_serves_normally(http)
+    baseline = rss_bytes(server.process.pid)
+    peak = baseline
+    for _ in range(3):
+        for case in CASES:
+            check(case, case.send(http))
+            peak = max(peak, rss_bytes(server.process.pid))
+        assert send_slow_oversized(server).status == 413
+    assert_serves_normally(http)
+    after = rss_bytes(server.process.pid)
+    print(
+        f"RSS after warm-up {baseline / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, after {after / MiB:.0f} MiB"
+    )
+    assert after - baseline <= RSS_GROWTH_BOUND, (
+        f"resident memory grew by {(after - baseline) / MiB:.0f} MiB (bound {RSS_GROWTH_BOUND / MiB:.0f} MiB)"
+    )
