@@ -1,0 +1,51 @@
+"""``app.main:app`` with faults injected, for ``uvicorn tests.robustness.faulty_app:app``.
+
+A real failure inside dlib or torch on some strange image cannot be produced on demand, so images of
+particular widths trigger one: the detector raises, the network is fed a tensor it cannot take (a real
+torch error from inside the network), or detection is slow (to fill the in-flight slots). Every other
+image takes the real path unchanged.
+"""
+
+import time
+
+import numpy as np
+import torch
+
+from app.inference.detector import Box, Detection, FaceDetector
+from app.inference.predictor import LandmarkPredictor
+from tests.robustness.fault_widths import (
+    RAISE_IN_DETECTION_WIDTH,
+    RAISE_IN_NETWORK_WIDTH,
+    SLOW_SECONDS,
+    SLOW_WIDTH,
+)
+
+_real_detect = FaceDetector.detect
+_real_landmarks = LandmarkPredictor.landmarks_for_boxes
+
+
+def _detect(self: FaceDetector, image: np.ndarray, upsample: int = 0) -> list[Detection]:
+    width = image.shape[1]
+    if width == RAISE_IN_DETECTION_WIDTH:
+        raise RuntimeError("injected fault inside face detection")
+    if width == SLOW_WIDTH:
+        time.sleep(SLOW_SECONDS)
+    if width == RAISE_IN_NETWORK_WIDTH:  # make sure the network runs: one box over the whole image
+        return [Detection(Box(0, 0, image.shape[1] - 1, image.shape[0] - 1), 1.0)]
+    return _real_detect(self, image, upsample)
+
+
+def _landmarks(self: LandmarkPredictor, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
+    if image.shape[1] == RAISE_IN_NETWORK_WIDTH:
+        # A crop far smaller than the network's input: torch itself raises from inside a convolution.
+        with torch.inference_mode():
+            self.model.network(torch.zeros(1, 3, 4, 4))
+    return _real_landmarks(self, image, boxes)
+
+
+FaceDetector.detect = _detect  # type: ignore[method-assign]
+LandmarkPredictor.landmarks_for_boxes = _landmarks  # type: ignore[method-assign]
+
+from app.main import app  # noqa: E402  (after the patches, which are what this module is for)
+
+__all__ = ["app"]
