@@ -5,7 +5,9 @@ warms the model up in the background; /health/ready answers 503 until that warm-
 """
 
 import asyncio
+import ctypes
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +24,29 @@ from app.inference import FaceDetector, LandmarkPredictor
 from app.logging_setup import configure_logging
 
 logger = logging.getLogger("app.main")
+
+
+# glibc's mallopt parameters, and the environment variables that set them (which take precedence).
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
+MALLOC_TUNING = {"MALLOC_ARENA_MAX": (M_ARENA_MAX, 2), "MALLOC_MMAP_THRESHOLD_": (M_MMAP_THRESHOLD, 1 << 20)}
+
+
+def limit_malloc_fragmentation() -> None:
+    """Keep freed image buffers from piling up in glibc's heaps.
+
+    Each worker thread that decodes an image gets its own malloc arena (up to 8 per core), and glibc's
+    adaptive mmap threshold soon keeps buffers of up to 32 MB in those arenas after they are freed. Under
+    sustained mixed load one worker's resident memory climbed from 0.5 to 1.3 GB in a minute and was
+    still climbing; with two arenas and buffers of 1 MB and more always mmapped (so returned to the
+    system when freed) it levels off near 0.5 GB. No-op off glibc, and where the variables are set.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    for variable, (parameter, value) in MALLOC_TUNING.items():
+        if variable not in os.environ:
+            mallopt(parameter, value)
 
 
 def build_predictor(settings: Settings) -> LandmarkPredictor:
@@ -46,6 +71,7 @@ async def _warm_up(app: FastAPI) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    limit_malloc_fragmentation()
     torch.set_num_threads(settings.torch_threads)
     cv2.setNumThreads(settings.torch_threads)
     app.state.not_ready_reason = "loading the model"
