@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.budget import PixelBudget
 from app.api.errors import ApiError
 from app.config import Settings
 from app.inference import LandmarkPredictor
@@ -20,5 +21,15 @@ def get_predictor(request: Request) -> LandmarkPredictor:
     return predictor
 
 
+async def get_pixel_budget(request: Request) -> PixelBudget:
+    """The worker's budget of pixels in progress, LANDMARKS_MAX_PIXELS units (made on first use; async,
+    so it runs on the event loop and two requests cannot both make one)."""
+    budget = getattr(request.app.state, "pixel_budget", None)
+    if budget is None:
+        budget = request.app.state.pixel_budget = PixelBudget(request.app.state.settings.max_pixels)
+    return budget
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PredictorDep = Annotated[LandmarkPredictor, Depends(get_predictor)]
+PixelBudgetDep = Annotated[PixelBudget, Depends(get_pixel_budget)]

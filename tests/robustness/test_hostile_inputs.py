@@ -7,7 +7,10 @@ here (tests/robustness/inputs.py). tests/api/test_errors.py checks single errors
 whole table over real HTTP, with the memory and the next request checked too.
 """
 
+import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -23,6 +26,8 @@ from tests.robustness.live import MiB, RawResponse, assert_json_error, rss_bytes
 UPLOAD_LIMIT = 2_000_000  # smaller than the default, so that the oversized uploads stay quick
 # Resident memory after the whole table (run several times) may exceed the memory after warm-up by this.
 RSS_GROWTH_BOUND = 64 * MiB
+# Peak growth while four 16-megapixel images are in progress at once (one alone: about 300 MiB).
+CONCURRENT_LARGE_BOUND = 500 * MiB
 BOUNDARY = "robustness-boundary-7f3a"
 FACE = LFPW / "image_0002.png"  # one frontal face, 300x450
 
@@ -303,3 +308,46 @@ def test_memory_stays_bounded_under_the_whole_table(server, http):
     assert after - baseline <= RSS_GROWTH_BOUND, (
         f"resident memory grew by {(after - baseline) / MiB:.0f} MiB (bound {RSS_GROWTH_BOUND / MiB:.0f} MiB)"
     )
+
+
+def test_concurrent_large_images_take_turns_so_memory_stays_near_that_of_one():
+    """Four 55 kB uploads of a flat 4000x4000 image at once, with the pixel limit at 16 megapixels: the
+    worker's pixel budget runs them one after the other. (Side by side they took one worker from 359 to
+    1148 MiB here; in turn, to 673 MiB.)"""
+    data = inputs.large_flat_png(4000)
+    server = LiveServer(env={"LANDMARKS_MAX_PIXELS": str(16_000_000), "LANDMARKS_LOG_LEVEL": "warning"})
+    try:
+        server.wait_ready()
+        baseline = rss_bytes(server.process.pid)
+        peak, done = [baseline], threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_bytes(server.process.pid))
+                time.sleep(0.01)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                statuses = list(
+                    pool.map(
+                        lambda _: (
+                            httpx.post(
+                                f"{server.url}/landmarks",
+                                files={"image": ("big.png", data, "image/png")},
+                                timeout=120,
+                            ).status_code
+                        ),
+                        range(4),
+                    )
+                )
+        finally:
+            done.set()
+            sampler.join()
+    finally:
+        server.stop()
+    assert statuses == [200] * 4
+    growth = peak[0] - baseline
+    print(f"peak RSS {baseline / MiB:.0f} -> {peak[0] / MiB:.0f} MiB")
+    assert growth <= CONCURRENT_LARGE_BOUND, f"peak grew by {growth / MiB:.0f} MiB"

@@ -2,6 +2,8 @@
 
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -13,7 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from app.api import metrics
-from app.api.deps import PredictorDep, SettingsDep
+from app.api.budget import PixelBudget
+from app.api.deps import PixelBudgetDep, PredictorDep, SettingsDep
 from app.api.errors import ApiError
 from app.api.schemas import ErrorResponse, LandmarksResponse
 from app.config import Settings
@@ -24,7 +27,7 @@ from app.inference import (
     TooManyPixelsError,
     UnsupportedMediaTypeError,
 )
-from app.inference.imaging import SUPPORTED_FORMATS, decode_image, encode_image
+from app.inference.imaging import SUPPORTED_FORMATS, decode_image, encode_image, read_image_size
 from app.inference.render import draw_faces
 
 router = APIRouter(prefix="/landmarks", tags=["landmarks"])
@@ -171,18 +174,32 @@ def run_pipeline(
     return image, [Face(d.box, d.score, p) for d, p in zip(detections, points, strict=True)]
 
 
-async def _process(
+def announced_pixels(data: bytes, max_pixels: int) -> int:
+    """Pixels the header announces; 0 for a file that will be refused before decoding anyway."""
+    try:
+        width, height = read_image_size(data)
+    except InvalidImageError:
+        return 0
+    return width * height if width * height <= max_pixels else 0
+
+
+@asynccontextmanager
+async def _processed(
     request: Request,
     predictor: LandmarkPredictor,
     settings: Settings,
+    budget: PixelBudget,
     upsample: int | None,
     max_faces: int | None,
-) -> tuple[np.ndarray, list[Face]]:
+) -> AsyncIterator[tuple[np.ndarray, list[Face]]]:
+    """The decoded image and its faces, its pixels held in the worker's budget until the caller is done."""
     data, content_type = await read_upload(request, settings)
     chosen_upsample = settings.default_upsample if upsample is None else upsample
-    return await to_thread.run_sync(
-        run_pipeline, predictor, data, content_type, settings, chosen_upsample, max_faces
-    )
+    weight = await to_thread.run_sync(announced_pixels, data, settings.max_pixels)
+    async with budget.hold(weight):
+        yield await to_thread.run_sync(
+            run_pipeline, predictor, data, content_type, settings, chosen_upsample, max_faces
+        )
 
 
 @router.post(
@@ -196,15 +213,16 @@ async def landmarks(
     request: Request,
     predictor: PredictorDep,
     settings: SettingsDep,
+    budget: PixelBudgetDep,
     upsample: Upsample = None,
     max_faces: MaxFaces = None,
 ) -> Response:
-    image, faces = await _process(request, predictor, settings, upsample, max_faces)
-    body = {
-        "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
-        "faces": [face.to_dict() for face in faces],
-        "model": {"name": predictor.name, "version": predictor.version},
-    }
+    async with _processed(request, predictor, settings, budget, upsample, max_faces) as (image, faces):
+        body = {
+            "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+            "faces": [face.to_dict() for face in faces],
+            "model": {"name": predictor.name, "version": predictor.version},
+        }
     # Built by hand: validating thousands of floats through pydantic costs more than the network.
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
@@ -223,13 +241,14 @@ async def render(
     request: Request,
     predictor: PredictorDep,
     settings: SettingsDep,
+    budget: PixelBudgetDep,
     upsample: Upsample = None,
     max_faces: MaxFaces = None,
     format: Annotated[Literal["png", "jpeg"] | None, Query(description="Default: jpeg.")] = None,
 ) -> Response:
-    image, faces = await _process(request, predictor, settings, upsample, max_faces)
     fmt = format or settings.render_format
-    encoded = await to_thread.run_sync(lambda: encode_image(draw_faces(image, faces), fmt))
+    async with _processed(request, predictor, settings, budget, upsample, max_faces) as (image, faces):
+        encoded = await to_thread.run_sync(lambda: encode_image(draw_faces(image, faces), fmt))
     return Response(
         encoded,
         media_type=f"image/{fmt}",

@@ -1,0 +1,59 @@
+"""A worker's budget of image pixels in progress.
+
+The in-flight bound counts requests, but requests differ by orders of magnitude: a 128 kB PNG of a flat
+6300x6300 image decodes to 120 MB (plus Pillow's 160 MB while decoding, plus the grayscale copy for the
+detector), so eight of them at once took one worker to 3.7 GB. Each landmark request therefore holds its
+image's pixel count (read from the header) while it is decoded, detected and answered; past the budget
+it waits its turn, first come first served. Small photos run side by side; an image at the pixel limit
+runs alone.
+"""
+
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
+
+class PixelBudget:
+    """``capacity`` units shared by the requests of one worker (one event loop, so no locks are needed:
+    nothing awaits between a check and its update)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+        self._waiters: deque[tuple[int, anyio.Event]] = deque()
+
+    def _fits(self, weight: int) -> bool:
+        return self.in_use == 0 or self.in_use + weight <= self.capacity
+
+    def _grant_waiters(self) -> None:
+        while self._waiters and self._fits(self._waiters[0][0]):
+            weight, granted = self._waiters.popleft()
+            self.in_use += weight
+            granted.set()
+
+    @asynccontextmanager
+    async def hold(self, weight: int) -> AsyncIterator[None]:
+        """Hold ``weight`` units (at most the capacity) for the body of the ``async with``."""
+        weight = max(0, min(weight, self.capacity))
+        if not self._waiters and self._fits(weight):
+            self.in_use += weight
+        else:
+            entry = (weight, anyio.Event())
+            self._waiters.append(entry)
+            try:
+                await entry[1].wait()
+            except BaseException:  # cancelled while waiting, or just after being granted
+                if entry[1].is_set():
+                    self.in_use -= weight
+                    self._grant_waiters()
+                else:
+                    self._waiters.remove(entry)
+                    self._grant_waiters()  # those behind it may fit now
+                raise
+        try:
+            yield
+        finally:
+            self.in_use -= weight
+            self._grant_waiters()
