@@ -74,7 +74,9 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelLoadError(f"model checkpoint {path} is unreadable or corrupt: {exc}") from exc
+        # Only torch's first sentence: the rest advises weights_only=False, i.e. running code from the file.
+        reason = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelLoadError(f"model checkpoint {path} is unreadable or corrupt: {reason[:200]}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelLoadError(f"{path} is not a face-landmarks checkpoint (expected format {FORMAT!r})")
     try:
