@@ -37,6 +37,12 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+def start_uvicorn(port: int, env: dict[str, str], **popen: object) -> subprocess.Popen:
+    """``uvicorn app.main:app`` on a loopback port, from the repository root."""
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, **popen)  # type: ignore[call-overload]
+
+
 class Server:
     """``uvicorn app.main:app`` with ``workers`` processes on a free loopback port."""
 
@@ -44,23 +50,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
-        child_env = {**os.environ, "WEB_CONCURRENCY": str(workers), "LANDMARKS_LOG_LEVEL": "warning"}
-        child_env.update(env or {})
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=REPO,
-            env=child_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        child_env = {"WEB_CONCURRENCY": str(workers), "LANDMARKS_LOG_LEVEL": "warning", **(env or {})}
+        self.process = start_uvicorn(
+            self.port, child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
     def __enter__(self) -> "Server":

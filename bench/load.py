@@ -19,27 +19,24 @@ Then an overload demonstration: one worker with ``--overload-max-in-flight`` slo
 import argparse
 import contextlib
 import io
-import os
 import random
 import signal
-import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import numpy as np
 import psutil
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO.parent / "shared" / "data" / "samples"
+from bench.common import DATA, free_port, start_uvicorn
+
+SAMPLES = DATA / "samples"
 MiB = 1024 * 1024
 BOUNDARY = "load-boundary-5d1c"
 UPLOAD_LIMIT = 10 * MiB  # the service's default LANDMARKS_MAX_UPLOAD_BYTES, which this script keeps
@@ -128,12 +125,6 @@ def request_mix(bad_share: float) -> list[Kind]:
 # --- The service --------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Service:
     """``uvicorn app.main:app`` with WEB_CONCURRENCY workers on a loopback port; its log is read as it
     comes (to count the workers that are ready) and otherwise dropped."""
@@ -144,19 +135,9 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready_workers = 0
         self.error_lines: list[str] = []
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=REPO,
-            env={**os.environ, "WEB_CONCURRENCY": str(workers), **env},
+        self.process = start_uvicorn(
+            self.port,
+            {"WEB_CONCURRENCY": str(workers), **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
