@@ -33,9 +33,9 @@ class AugmentConfig:
     """One random similarity transform of the whole image (as a jittered Frame) plus photometric changes."""
 
     flip: float = 0.5  # probability of a horizontal flip (points permuted with FLIP_PERMUTATION)
-    rotation: float = 12.0  # rotation, uniform in +-degrees
-    scale: float = 0.08  # box size multiplied by exp(uniform(+-scale))
-    shift: float = 0.06  # box centre moved by uniform(+-shift) x box size, in x and y independently
+    rotation: float = 20.0  # rotation, uniform in +-degrees
+    scale: float = 0.1  # box size multiplied by exp(uniform(+-scale))
+    shift: float = 0.08  # box centre moved by uniform(+-shift) x box size, in x and y independently
     brightness: float = 0.2  # added brightness, uniform in +-(fraction of 255)
     contrast: float = 0.3  # contrast multiplied by uniform(1 +- contrast)
     colour: float = 0.1  # per-channel gain uniform(1 +- colour)
@@ -66,7 +66,7 @@ class TrainConfig:
     seed: int = 0  # seeds torch, numpy and the augmentation: a CPU run is repeatable
     val_fraction: float = 0.15  # fraction of images (by stem hash) held out for validation
     split_salt: str = "face-landmarks-split-v1"  # salt of the stem hash that assigns the split
-    epochs: int = 60  # passes over the training faces
+    epochs: int = 200  # passes over the training faces
     batch_size: int = 64  # faces per optimiser step (per device)
     lr: float = 3e-3  # peak AdamW learning rate
     weight_decay: float = 1e-4  # AdamW decoupled weight decay (weights only, not biases/norms)
@@ -81,6 +81,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     num_workers: int = 0  # DataLoader workers (0 = in the training process; best on 2 cores)
+    threads: int = 0  # torch intra-op threads (0 = torch's default); 1 is steadier on a shared 2-core box
     accelerator: str = "auto"  # Lightning accelerator: auto, cpu, gpu, ...
     devices: str = "auto"  # Lightning devices: auto, a count, or a comma list of ids
     num_nodes: int = 1  # Lightning nodes

@@ -90,9 +90,7 @@ class LandmarkModule(L.LightningModule):
         nme = nme_box(pred.detach(), batch["target"], batch["frame_size"]).mean()
         size = len(batch["image"])
         on_step = split == "train"
-        self.log(
-            f"{split}/loss", loss, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=not on_step
-        )
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=True)
         self.log(
             f"{split}/nme",
             nme,

@@ -134,6 +134,8 @@ class EpochLine(L.Callback):
         self.started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
         metrics = trainer.callback_metrics
         values = " ".join(
             f"{k}={float(v):.4f}" for k, v in sorted(metrics.items()) if k.endswith(("nme", "loss_epoch"))
@@ -180,6 +182,8 @@ def run_training(config: TrainConfig) -> RunResult:
     run_dir = Path(config.runs) / config.name
     rank_zero_only(print)(f"training config:\n{config.describe()}")
     L.seed_everything(config.seed, workers=True)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
 
     caches = [prepare_folder(folder, config.prepare) for folder in config.data]
     for cache in caches:
