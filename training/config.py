@@ -7,11 +7,10 @@ training run prints its :class:`TrainConfig` at start and stores it in the check
 import argparse
 import dataclasses
 import json
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 LossName = Literal["l2", "wing", "smooth_l1"]
 
@@ -149,7 +148,7 @@ def _field_comments(cls: type) -> dict[str, str]:
     return comments
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *, positional: str | None = None) -> None:
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One option per field of ``cls`` (nested dataclasses flattened, their names kept unique)."""
     hints = typing.get_type_hints(cls)
     comments = _field_comments(cls)
@@ -169,16 +168,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, positional: str
         elif origin in (list, tuple):
             options["nargs"] = "+" if origin is list else len(args)
             options["type"] = args[0]
-        elif origin in (Union, types.UnionType):
-            options["type"] = str
         else:
             options["type"] = kind
-        if f.name == positional:
-            options.pop("default")
-            options["nargs"] = "*"
-            parser.add_argument(f.name, **options)
-        else:
-            parser.add_argument(_flag(f.name), dest=f.name, **options)
+        parser.add_argument(_flag(f.name), dest=f.name, **options)
 
 
 def from_arguments(cls: type, namespace: argparse.Namespace) -> Any:
