@@ -16,6 +16,9 @@ from app.inference.landmarks import FLIP_PERMUTATION
 
 logger = logging.getLogger(__name__)
 
+# Crops per forward pass (see LandmarkPredictor._forward).
+CHUNK = 8
+
 
 def optimise_for_cpu(network: torch.nn.Module, input_size: int, channels: int) -> torch.nn.Module:
     """The network traced, frozen and fused for CPU inference (BatchNorm folded into the convolutions,
@@ -109,13 +112,19 @@ class LandmarkPredictor:
         tensor = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
         return tensor * self._scale - self._shift
 
+    def _forward(self, batch: torch.Tensor) -> np.ndarray:
+        """The network over a batch, in chunks of ``CHUNK`` crops: on CPU a chunk's activations stay in
+        cache, and measured per crop, 8 at a time is faster than 24 or 48 at once."""
+        outputs = [self._network(batch[i : i + CHUNK]) for i in range(0, len(batch), CHUNK)]
+        return torch.cat(outputs).numpy().astype(np.float64)
+
     @torch.inference_mode()
     def regress(self, crops: np.ndarray) -> np.ndarray:
-        """(N, S, S, C) uint8 crops -> (N, 68, 2) normalised box coordinates, in one forward pass."""
+        """(N, S, S, C) uint8 crops -> (N, 68, 2) normalised box coordinates."""
         batch = self.normalise(crops)
         if not self.flip_test_time:
-            return self._network(batch).numpy().astype(np.float64)
-        both = self._network(torch.cat([batch, batch.flip(3)])).numpy().astype(np.float64)
+            return self._forward(batch)
+        both = self._forward(torch.cat([batch, batch.flip(3)]))
         direct, mirrored = both[: len(batch)], both[len(batch) :]
         mirrored = mirrored[:, FLIP_PERMUTATION]
         mirrored[..., 0] = 1.0 - mirrored[..., 0]
