@@ -3,7 +3,6 @@ checkpoint with the web app and load it with the predictor, exactly as the servi
 
 import csv
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from app.inference import LandmarkPredictor
 from app.inference.checkpoint import load_checkpoint
 from app.inference.imaging import decode_image
 from app.main import create_app
+from tests.conftest import wait_ready
 from tests.training.conftest import AFLW_DETECTED, LFPW, MENPO
 from training.cli import main
 
@@ -28,15 +28,6 @@ def train_args(data: list[Path], tmp: Path, name: str, epochs: int) -> list[str]
         "--name", name, "--epochs", str(epochs), "--batch-size", "8", "--no-progress-bar",
         "--accelerator", "cpu", "--devices", "1", "--log-every-n-steps", "1",
     ]  # fmt: skip
-
-
-def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get("/health/ready").status_code == 200:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the service did not become ready")
 
 
 @pytest.mark.slow
