@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -25,13 +24,6 @@ PHOTOS = DATA / "samples" / "photos"
 LFPW = DATA / "samples" / "lfpw"
 # The shipped checkpoint, unless LANDMARKS_MODEL_PATH points elsewhere (as it does for the service).
 SHIPPED_MODEL = Settings().model_path
-
-
-def read_pts(path: Path) -> np.ndarray:
-    """The (n, 2) points of an iBUG .pts file."""
-    lines = path.read_text().splitlines()
-    start = lines.index("{") + 1
-    return np.array([[float(v) for v in line.split()] for line in lines[start : lines.index("}")]])
 
 
 @pytest.fixture(scope="session", autouse=True)

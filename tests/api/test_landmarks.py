@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from app.api.schemas import LandmarksResponse
-from tests.conftest import LFPW, PHOTOS, read_pts
+from tests.conftest import LFPW, PHOTOS
+from training.data import read_pts
 
 
 def post_file(client, path, params=None, content_type="image/jpeg"):
