@@ -7,8 +7,8 @@ from pathlib import Path
 
 import cv2
 
-from app.config import get_settings
-from app.inference import FaceDetector, InferenceError, LandmarkPredictor
+from app.config import build_predictor, get_settings
+from app.inference import InferenceError
 from app.inference.imaging import decode_image, encode_image
 from app.inference.render import draw_faces
 
@@ -30,10 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 def predict(args: argparse.Namespace) -> int:
     settings = get_settings()
     cv2.setNumThreads(settings.torch_threads)
-    detector = FaceDetector(on_gray=settings.detect_on_gray, max_side=settings.detect_max_side)
-    predictor = LandmarkPredictor.from_checkpoint(
-        args.model, detector, flip_test_time=settings.flip_test_time
-    )
+    predictor = build_predictor(settings, args.model)
     if args.draw:
         args.draw.mkdir(parents=True, exist_ok=True)
     failures = 0

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.inference import FaceDetector, LandmarkPredictor
+
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "landmarks.pt"
 
 
@@ -42,3 +44,12 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def build_predictor(settings: Settings, model_path: Path | None = None) -> LandmarkPredictor:
+    """The predictor these settings describe (detector options, flip averaging), loading
+    ``model_path`` or the configured checkpoint. Raises ModelLoadError for a bad checkpoint."""
+    detector = FaceDetector(on_gray=settings.detect_on_gray, max_side=settings.detect_max_side)
+    return LandmarkPredictor.from_checkpoint(
+        model_path or settings.model_path, detector, flip_test_time=settings.flip_test_time
+    )

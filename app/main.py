@@ -19,8 +19,7 @@ from fastapi import FastAPI
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.api.routes import health, landmarks, meta
-from app.config import Settings, get_settings
-from app.inference import FaceDetector, LandmarkPredictor
+from app.config import Settings, build_predictor, get_settings
 from app.logging_setup import configure_logging
 
 logger = logging.getLogger("app.main")
@@ -47,13 +46,6 @@ def limit_malloc_fragmentation() -> None:
     for variable, (parameter, value) in MALLOC_TUNING.items():
         if variable not in os.environ:
             mallopt(parameter, value)
-
-
-def build_predictor(settings: Settings) -> LandmarkPredictor:
-    detector = FaceDetector(on_gray=settings.detect_on_gray, max_side=settings.detect_max_side)
-    return LandmarkPredictor.from_checkpoint(
-        settings.model_path, detector, flip_test_time=settings.flip_test_time
-    )
 
 
 async def _warm_up(app: FastAPI) -> None:

@@ -19,8 +19,8 @@ import dlib
 import numpy as np
 import torch
 
-from app.config import Settings
-from app.inference import FaceDetector, LandmarkPredictor
+from app.config import Settings, build_predictor
+from app.inference import LandmarkPredictor
 from app.inference.imaging import decode_image
 from bench.common import DATA, REPO, Server, machine_description, percentile
 
@@ -246,8 +246,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     settings = Settings()
-    detector = FaceDetector(on_gray=settings.detect_on_gray, max_side=settings.detect_max_side)
-    predictor = LandmarkPredictor.from_checkpoint(settings.model_path, detector)
+    predictor = build_predictor(settings)
     predictor.warm_up()
 
     report = [

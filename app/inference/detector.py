@@ -68,13 +68,26 @@ class FaceDetector:
         self.on_gray = on_gray
         self.max_side = max_side
 
+    def _detection_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the copy dlib sees: the image, or its ``max_side`` reduction."""
+        if self.max_side and max(width, height) > self.max_side:
+            scale = self.max_side / max(width, height)
+            return max(1, round(width * scale)), max(1, round(height * scale))
+        return width, height
+
+    def scanned_pixels(self, width: int, height: int, upsample: int) -> int:
+        """Pixels the HOG detector scans at its finest pyramid level: each upsampling step doubles both
+        sides of the copy it sees, so time and memory grow as 4^upsample."""
+        detect_width, detect_height = self._detection_size(width, height)
+        return detect_width * detect_height * 4**upsample
+
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """The array dlib sees and the factor that maps its boxes back to ``image``."""
-        scale = 1.0
         height, width = image.shape[:2]
-        if self.max_side and max(height, width) > self.max_side:
-            scale = self.max_side / max(height, width)
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        size = self._detection_size(width, height)
+        scale = 1.0
+        if size != (width, height):
+            scale = self.max_side / max(width, height)
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         if self.on_gray and image.ndim == 3:
             image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)

@@ -22,6 +22,7 @@ from app.api.schemas import ErrorResponse, LandmarksResponse
 from app.config import Settings
 from app.inference import (
     Face,
+    FaceDetector,
     InvalidImageError,
     LandmarkPredictor,
     TooManyPixelsError,
@@ -120,20 +121,13 @@ def _declares_non_image(content_type: str | None) -> bool:
     return not (kind.startswith("image/") or kind in ("application/octet-stream", ""))
 
 
-def detector_pixels(width: int, height: int, max_side: int, upsample: int) -> int:
-    """Pixels dlib's HOG detector scans at its finest pyramid level: each upsampling step doubles both
-    sides of the (possibly ``max_side``-reduced) image, so time and memory grow as 4^upsample."""
-    if max_side and max(width, height) > max_side:
-        scale = max_side / max(width, height)
-        width, height = max(1, round(width * scale)), max(1, round(height * scale))
-    return width * height * 4**upsample
-
-
-def check_detection_budget(image: np.ndarray, settings: Settings, upsample: int) -> None:
+def check_detection_budget(
+    image: np.ndarray, detector: FaceDetector, settings: Settings, upsample: int
+) -> None:
     """Refuse work the pixel limit alone would let through: a small, highly compressed file of a
     large image with ``upsample=2`` would make dlib scan 16 times its pixels (gigabytes, a minute)."""
     height, width = image.shape[:2]
-    scanned = detector_pixels(width, height, settings.detect_max_side, upsample)
+    scanned = detector.scanned_pixels(width, height, upsample)
     if scanned > settings.max_detect_pixels:
         raise TooManyPixelsError(
             f"with upsample={upsample} the detector would scan {scanned} pixels for this {width}x{height} "
@@ -160,7 +154,7 @@ def run_pipeline(
                 f"content type {content_type!r} is not an image; send one of {', '.join(SUPPORTED_FORMATS)}"
             ) from exc
         raise
-    check_detection_budget(image, settings, upsample)
+    check_detection_budget(image, predictor.detector, settings, upsample)
     t1 = time.perf_counter()
     detections = predictor.detect(image, upsample)[:max_faces]
     t2 = time.perf_counter()
