@@ -52,7 +52,7 @@ class RawResponse:
         return json.loads(self.body)
 
 
-def _read_response(sock: socket.socket, timeout: float) -> tuple[int, dict[str, str], bytes]:
+def read_response(sock: socket.socket, timeout: float) -> tuple[int, dict[str, str], bytes]:
     sock.settimeout(timeout)
     data = b""
     while b"\r\n\r\n" not in data:
@@ -108,7 +108,7 @@ def slow_chunked_upload(
             time.sleep(pause)
         else:
             sock.sendall(b"0\r\n\r\n")
-        status, headers, body = _read_response(sock, timeout)
+        status, headers, body = read_response(sock, timeout)
         return RawResponse(status, headers, body, sent, send_error)
 
 

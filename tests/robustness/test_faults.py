@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import LFPW, PHOTOS, REPO, SHIPPED_MODEL, LiveServer
 from tests.robustness import fault_widths, inputs
-from tests.robustness.live import assert_json_error
+from tests.robustness.live import assert_json_error, read_response
 
 STARTUP_FAILURE = 3  # uvicorn's exit status when the application's startup fails
 FACE = LFPW / "image_0002.png"
@@ -116,16 +116,6 @@ def start_slow_upload(port: int, data: bytes) -> tuple[socket.socket, bytes]:
     return sock, body[-1000:]
 
 
-def read_status(sock: socket.socket) -> int:
-    data = b""
-    while b"\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return int(data.split()[1])
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_lets_in_flight_requests_finish(workers):
     server = LiveServer(workers=workers)
@@ -149,7 +139,7 @@ def test_sigterm_lets_in_flight_requests_finish(workers):
         server.process.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         upload.sendall(rest)  # the upload finishes after the signal
-        assert read_status(upload) == 200
+        assert read_response(upload, timeout=60)[0] == 200
         upload.close()
         worker.join(timeout=120)
         assert results["slow"].status_code == 200, results["slow"].text
