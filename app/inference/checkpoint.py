@@ -2,14 +2,19 @@
 
 Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
 
-    format        "face-landmarks/1"
-    config        ONetConfig.to_dict(): architecture name, input size, channels, number of points
+    format        "face-landmarks/2" ("face-landmarks/1" files, without refinements, still load)
+    config        ONetConfig.to_dict(): architecture name, input size, channels, points, heads
     state_dict    the network's weights
     normalization {"mean": [r, g, b], "std": [r, g, b]} on crops scaled to [0, 1]
+    refinements   [{"crop": "landmarks", "config", "state_dict", "normalization"}, ...]: later stages,
+                  each run on the frame that ``geometry.landmark_frame`` draws around the points of
+                  the stage before it (a cascade); empty for a single-stage model
     metadata      name, version, created, trained_on, training config, evaluation figures, ...
+
+The first stage always crops the detector's box as it is.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +25,53 @@ from torch import nn
 from app.inference.errors import ModelLoadError
 from app.inference.model import ONetConfig, build_model
 
-FORMAT = "face-landmarks/1"
+FORMAT = "face-landmarks/2"
+FORMATS = ("face-landmarks/1", FORMAT)
+CROPS = ("box", "landmarks")
+
+
+@dataclass
+class Stage:
+    """One network of the cascade with the statistics its crops are standardised with."""
+
+    network: nn.Module
+    config: ONetConfig
+    mean: np.ndarray  # (C,) float32
+    std: np.ndarray  # (C,) float32
+    crop: str = "box"  # "box": the detector's box as it is; "landmarks": landmark_frame of the points
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "crop": self.crop,
+            "config": self.config.to_dict(),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()},
+            "normalization": {
+                "mean": [float(v) for v in np.asarray(self.mean).ravel()],
+                "std": [float(v) for v in np.asarray(self.std).ravel()],
+            },
+        }
 
 
 @dataclass
 class LoadedModel:
+    """The first (box) stage's network, config and statistics, the refinement stages after it, and
+    the metadata."""
+
     network: nn.Module
     config: ONetConfig
     mean: np.ndarray  # (C,) float32
     std: np.ndarray  # (C,) float32
     metadata: dict[str, Any]
+    refinements: list[Stage] = field(default_factory=list)
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [Stage(self.network, self.config, self.mean, self.std, "box"), *self.refinements]
+
+    @property
+    def output_config(self) -> ONetConfig:
+        """The config of the stage whose points are served (the last one)."""
+        return self.stages[-1].config
 
     @property
     def name(self) -> str:
@@ -47,17 +89,16 @@ def save_checkpoint(
     mean: np.ndarray | list[float],
     std: np.ndarray | list[float],
     metadata: dict[str, Any],
+    refinements: list[Stage] | tuple[Stage, ...] = (),
 ) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    first = Stage(network, config, np.asarray(mean), np.asarray(std), "box").to_payload()
+    first.pop("crop")
     payload = {
         "format": FORMAT,
-        "config": config.to_dict(),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
-        "normalization": {
-            "mean": [float(v) for v in np.asarray(mean).ravel()],
-            "std": [float(v) for v in np.asarray(std).ravel()],
-        },
+        **first,
+        "refinements": [stage.to_payload() for stage in refinements],
         "metadata": metadata,
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -77,17 +118,30 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
         # Only torch's first sentence: the rest advises weights_only=False, i.e. running code from the file.
         reason = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelLoadError(f"model checkpoint {path} is unreadable or corrupt: {reason[:200]}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in FORMATS:
         raise ModelLoadError(f"{path} is not a face-landmarks checkpoint (expected format {FORMAT!r})")
     try:
-        config = ONetConfig.from_dict(payload["config"])
-        network = build_model(config)
-        network.load_state_dict(payload["state_dict"])
-        mean = np.asarray(payload["normalization"]["mean"], dtype=np.float32)
-        std = np.asarray(payload["normalization"]["std"], dtype=np.float32)
+        first = _load_stage(path, {**payload, "crop": "box"})
+        refinements = [_load_stage(path, item) for item in payload.get("refinements") or []]
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(f"model checkpoint {path} is inconsistent: {exc}") from exc
+    if any(stage.crop != "landmarks" for stage in refinements):
+        raise ModelLoadError(f"model checkpoint {path}: a refinement stage must crop 'landmarks'")
+    metadata = dict(payload.get("metadata") or {})
+    return LoadedModel(first.network, first.config, first.mean, first.std, metadata, refinements)
+
+
+def _load_stage(path: Path, item: dict[str, Any]) -> Stage:
+    config = ONetConfig.from_dict(item["config"])
+    network = build_model(config)
+    network.load_state_dict(item["state_dict"])
+    mean = np.asarray(item["normalization"]["mean"], dtype=np.float32)
+    std = np.asarray(item["normalization"]["std"], dtype=np.float32)
     if mean.shape != (config.in_channels,) or std.shape != (config.in_channels,) or np.any(std <= 0):
         raise ModelLoadError(f"model checkpoint {path} has invalid normalisation statistics")
+    if item.get("crop") not in CROPS:
+        raise ModelLoadError(f"model checkpoint {path}: unknown crop {item.get('crop')!r}")
     network.eval()
-    return LoadedModel(network, config, mean, std, dict(payload.get("metadata") or {}))
+    return Stage(network, config, mean, std, item["crop"])

@@ -56,6 +56,36 @@ class Frame:
         return np.hstack([inv, offset[:, None]])
 
 
+# Side of a landmark frame in units of the inner points' RMS radius: on the 300-W training set and
+# AFLW2000-3D, 95 % of faces have all 68 points inside it (the median face fills 86 % of its side).
+LANDMARK_FRAME_SIDE = 3.7
+
+
+def landmark_frame(points: np.ndarray, side: float = LANDMARK_FRAME_SIDE) -> Frame:
+    """The square frame a refinement stage crops around a face's 68 points (image pixels).
+
+    Rotation and scale are normalised: the frame's x axis runs along the line through the eye
+    centres (36-41, 42-47), its side is ``side`` x the RMS radius of the 51 inner points (17-67)
+    around their centroid, and it is centred on the extent of all 68 points measured along its own
+    axes. Only the inner points set rotation and scale, so the label convention of the jaw barely
+    moves the frame.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    inner = points[17:]
+    centroid = inner.mean(axis=0)
+    radius = float(np.sqrt(((inner - centroid) ** 2).sum(axis=1).mean()))
+    eye_line = points[42:48].mean(axis=0) - points[36:42].mean(axis=0)
+    image_angle = float(np.arctan2(eye_line[1], eye_line[0]))  # y down: clockwise in the image
+    c, s = np.cos(image_angle), np.sin(image_angle)
+    to_frame = np.array([[c, s], [-s, c]])  # rotates the eye line onto +x
+    local = (points - centroid) @ to_frame.T
+    middle = (local.min(axis=0) + local.max(axis=0)) / 2.0
+    cx, cy = centroid + middle @ to_frame
+    length = max(side * radius, 1.0)
+    # Frame.angle is counter-clockwise as seen in the image, the eye line's angle clockwise.
+    return Frame(cx=float(cx), cy=float(cy), width=length, height=length, angle=-image_angle)
+
+
 def crop_frame(image: np.ndarray, frame: Frame, size: int) -> np.ndarray:
     """Resample ``frame`` of ``image`` into a ``size`` x ``size`` crop.
 

@@ -1,6 +1,12 @@
 """The landmark network: ONet of MTCNN (Zhang et al. 2016, fig. 2) adapted to a 62x62 input, with only
-the landmark head kept. It regresses 68 (x, y) points in normalised box coordinates (see
-``geometry``), unsquashed, since points of tight dlib boxes often fall outside them."""
+the landmark head kept. It regresses 68 (x, y) points in normalised frame coordinates (see
+``geometry``), unsquashed, since points of tight dlib boxes often fall outside them.
+
+A network may have several landmark heads on one trunk, one per label convention (``heads``, e.g.
+``("300w", "aflw2000")``): training supervises each face through the head of its data set's
+convention, and ``forward`` returns the first head only, so the served output is always that one.
+An optional error head predicts the log of the network's own NME (mean point error / frame side).
+"""
 
 from dataclasses import asdict, dataclass, field
 
@@ -21,18 +27,24 @@ class ONetConfig:
     fc_features: int = 256
     batch_norm: bool = True
     dropout: float = 0.0
+    # Label conventions of the landmark heads; the first is the one served.
+    heads: tuple[str, ...] = ("300w",)
+    # An extra output: log of the expected NME of this network's points (mean error / frame side).
+    error_head: bool = False
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["channels"] = list(self.channels)
+        data["heads"] = list(self.heads)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ONetConfig":
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "channels" in known:
-            known["channels"] = tuple(known["channels"])
+        for name in ("channels", "heads"):
+            if name in known:
+                known[name] = tuple(known[name])
         return cls(**known)
 
 
@@ -67,12 +79,38 @@ class ONet(nn.Module):
             flat = self.features(probe).shape[1]
         self.fc = nn.Sequential(nn.Linear(flat, config.fc_features), nn.PReLU(config.fc_features))
         self.dropout = nn.Dropout(config.dropout)
-        self.landmarks = nn.Linear(config.fc_features, config.num_points * 2)
+        self.landmarks = nn.Linear(config.fc_features, len(config.heads) * config.num_points * 2)
+        self.error = nn.Linear(config.fc_features, 1) if config.error_head else None
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, C, S, S) normalised crops -> ((N, heads, num_points, 2) points of every head, (N,) log
+        expected NME or None). The error head reads detached features: learning it never moves the
+        landmarks."""
+        features = self.dropout(self.fc(self.features(x)))
+        points = self.landmarks(features).view(-1, len(self.config.heads), self.config.num_points, 2)
+        error = self.error(features.detach()).view(-1) if self.error is not None else None
+        return points, error
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, S, S) normalised crops -> (N, num_points, 2) normalised box coordinates."""
-        features = self.dropout(self.fc(self.features(x)))
-        return self.landmarks(features).view(-1, self.config.num_points, 2)
+        """(N, C, S, S) normalised crops -> (N, num_points, 2) normalised frame coordinates of the first
+        (served) head."""
+        return self.outputs(x)[0][:, 0]
+
+
+class ServedOutputs(nn.Module):
+    """What the predictor runs: the served head's points and, when the network has one, its error
+    estimate, as one (N, num_points * 2 [+ 1]) tensor (a single output traces and fuses simply)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(self.network, ONet):  # any module mapping crops to (N, points, 2)
+            return self.network(x).flatten(1)
+        points, error = self.network.outputs(x)
+        flat = points[:, 0].flatten(1)
+        return flat if error is None else torch.cat([flat, error[:, None]], dim=1)
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"onet": ONet}

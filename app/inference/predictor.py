@@ -1,4 +1,5 @@
-"""The one inference path: image -> faces with 68 landmarks in original-image pixels."""
+"""The one inference path: image -> faces with 68 landmarks in original-image pixels (and, where the
+checkpoint has an error head, an estimate of their error)."""
 
 import logging
 import warnings
@@ -9,10 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.inference.checkpoint import LoadedModel, load_checkpoint
+from app.inference.checkpoint import LoadedModel, Stage, load_checkpoint
 from app.inference.detector import Box, Detection, FaceDetector
-from app.inference.geometry import Frame, crop_box
+from app.inference.geometry import Frame, crop_frame, landmark_frame
 from app.inference.landmarks import FLIP_PERMUTATION
+from app.inference.model import ServedOutputs
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +44,11 @@ class Face:
     box: Box
     score: float
     landmarks: np.ndarray  # (68, 2) float, original-image pixels, iBUG order
+    # Expected NME (box) of these landmarks, from the checkpoint's error head; None without one.
+    error_estimate: float | None = None
 
     def to_dict(self, decimals: int = 2) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "box": {
                 "left": self.box.left,
                 "top": self.box.top,
@@ -54,13 +58,74 @@ class Face:
             "score": round(self.score, 4),
             "landmarks": np.round(self.landmarks, decimals).tolist(),
         }
+        if self.error_estimate is not None:
+            data["error_estimate"] = round(self.error_estimate, 4)
+        return data
+
+
+class StageRunner:
+    """One stage of the cascade as served: crops of frames -> normalised points (and log error)."""
+
+    def __init__(self, stage: Stage, *, flip_test_time: bool, optimise: bool) -> None:
+        self.stage = stage
+        self.input_size = stage.config.input_size
+        self.flip_test_time = flip_test_time
+        self.has_error = stage.config.error_head
+        self._scale = torch.from_numpy((1.0 / (255.0 * stage.std)).astype(np.float32)).view(1, -1, 1, 1)
+        self._shift = torch.from_numpy((stage.mean / stage.std).astype(np.float32)).view(1, -1, 1, 1)
+        network = ServedOutputs(stage.network).eval()
+        channels = stage.config.in_channels
+        self._network = optimise_for_cpu(network, self.input_size, channels) if optimise else network
+
+    def frames(self, boxes: list[Box], previous: np.ndarray | None) -> list[Frame]:
+        """Where this stage crops: the boxes as they are, or the frames of the previous points."""
+        if self.stage.crop == "box" or previous is None:
+            return [Frame.from_box(b) for b in boxes]
+        return [landmark_frame(p) for p in previous]
+
+    def crops(self, image: np.ndarray, frames: list[Frame]) -> np.ndarray:
+        """(N, S, S, C) uint8 crops of the frames."""
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        return np.stack([crop_frame(image, frame, self.input_size) for frame in frames])
+
+    def normalise(self, crops: np.ndarray) -> torch.Tensor:
+        """(N, S, S, C) uint8 -> (N, C, S, S) float tensor standardised with the stage's mean/std."""
+        tensor = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+        return tensor * self._scale - self._shift
+
+    def _forward(self, batch: torch.Tensor) -> np.ndarray:
+        """The network over a batch, in chunks of ``CHUNK`` crops: on CPU a chunk's activations stay in
+        cache, and measured per crop, 8 at a time is faster than 24 or 48 at once."""
+        outputs = [self._network(batch[i : i + CHUNK]) for i in range(0, len(batch), CHUNK)]
+        return torch.cat(outputs).numpy().astype(np.float64)
+
+    @torch.inference_mode()
+    def regress(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, S, S, C) uint8 crops -> ((N, 68, 2) normalised frame coordinates, (N,) log expected NME
+        relative to the frame side, or None), averaged with the mirrored crops' when flipping."""
+        batch = self.normalise(crops)
+        points_end = self.stage.config.num_points * 2
+        if not self.flip_test_time:
+            out = self._forward(batch)
+            error = out[:, points_end] if self.has_error else None
+            return out[:, :points_end].reshape(len(batch), -1, 2), error
+        both = self._forward(torch.cat([batch, batch.flip(3)]))
+        direct = both[: len(batch), :points_end].reshape(len(batch), -1, 2)
+        mirrored = both[len(batch) :, :points_end].reshape(len(batch), -1, 2)[:, FLIP_PERMUTATION]
+        mirrored[..., 0] = 1.0 - mirrored[..., 0]
+        error = None
+        if self.has_error:
+            error = (both[: len(batch), points_end] + both[len(batch) :, points_end]) / 2.0
+        return (direct + mirrored) / 2.0, error
 
 
 class LandmarkPredictor:
-    """dlib HOG boxes + the checkpoint's network.
+    """dlib HOG boxes + the checkpoint's networks: the first stage regresses the points from the box
+    crop, each refinement stage again from a crop aligned on the points before it.
 
     ``flip_test_time`` averages the prediction of each crop with that of its mirror image; ``None``
-    takes the checkpoint's recommendation. ``optimise`` serves a traced and fused copy of the network.
+    takes the checkpoint's recommendation. ``optimise`` serves traced and fused copies of the networks.
     """
 
     def __init__(
@@ -76,12 +141,10 @@ class LandmarkPredictor:
         if flip_test_time is None:
             flip_test_time = bool(model.metadata.get("flip_test_time", False))
         self.flip_test_time = flip_test_time
-        size = model.config.input_size
-        self._scale = torch.from_numpy((1.0 / (255.0 * model.std)).astype(np.float32)).view(1, -1, 1, 1)
-        self._shift = torch.from_numpy((model.mean / model.std).astype(np.float32)).view(1, -1, 1, 1)
-        self.input_size = size
-        channels = model.config.in_channels
-        self._network = optimise_for_cpu(model.network, size, channels) if optimise else model.network
+        self.stages = [
+            StageRunner(stage, flip_test_time=flip_test_time, optimise=optimise) for stage in model.stages
+        ]
+        self.input_size = self.stages[0].input_size
 
     @classmethod
     def from_checkpoint(
@@ -101,49 +164,48 @@ class LandmarkPredictor:
         return self.detector.detect(image, upsample)
 
     def crops(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
-        """(N, S, S, C) uint8 crops of the boxes exactly as they are."""
-        size = self.input_size
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        return np.stack([crop_box(image, box, size) for box in boxes])
+        """(N, S, S, C) uint8 crops of the boxes exactly as they are (the first stage's input)."""
+        return self.stages[0].crops(image, [Frame.from_box(b) for b in boxes])
 
-    def normalise(self, crops: np.ndarray) -> torch.Tensor:
-        """(N, S, S, C) uint8 -> (N, C, S, S) float tensor standardised with the checkpoint's mean/std."""
-        tensor = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-        return tensor * self._scale - self._shift
-
-    def _forward(self, batch: torch.Tensor) -> np.ndarray:
-        """The network over a batch, in chunks of ``CHUNK`` crops: on CPU a chunk's activations stay in
-        cache, and measured per crop, 8 at a time is faster than 24 or 48 at once."""
-        outputs = [self._network(batch[i : i + CHUNK]) for i in range(0, len(batch), CHUNK)]
-        return torch.cat(outputs).numpy().astype(np.float64)
-
-    @torch.inference_mode()
-    def regress(self, crops: np.ndarray) -> np.ndarray:
-        """(N, S, S, C) uint8 crops -> (N, 68, 2) normalised box coordinates."""
-        batch = self.normalise(crops)
-        if not self.flip_test_time:
-            return self._forward(batch)
-        both = self._forward(torch.cat([batch, batch.flip(3)]))
-        direct, mirrored = both[: len(batch)], both[len(batch) :]
-        mirrored = mirrored[:, FLIP_PERMUTATION]
-        mirrored[..., 0] = 1.0 - mirrored[..., 0]
-        return (direct + mirrored) / 2.0
+    def estimate(self, image: np.ndarray, boxes: list[Box]) -> tuple[np.ndarray, np.ndarray | None]:
+        """((N, 68, 2) landmarks in original-image pixels, (N,) expected NME (box) or None) for the
+        given boxes, through every stage of the cascade."""
+        num_points = self.model.output_config.num_points
+        if not boxes:
+            return np.zeros((0, num_points, 2)), None
+        points: np.ndarray | None = None
+        log_error: np.ndarray | None = None
+        frames: list[Frame] = []
+        for stage in self.stages:
+            frames = stage.frames(boxes, points)
+            normalised, log_error = stage.regress(stage.crops(image, frames))
+            points = np.stack([f.to_image(p) for f, p in zip(frames, normalised, strict=True)])
+        assert points is not None
+        if log_error is None:
+            return points, None
+        # The error head predicts NME relative to its frame's side: rescale to the box's sqrt(W x H).
+        sides = np.array([np.sqrt(f.width * f.height) for f in frames])
+        box_sides = np.array([np.sqrt(b.width * b.height) for b in boxes])
+        return points, np.exp(log_error) * sides / box_sides
 
     def landmarks_for_boxes(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
         """(N, 68, 2) landmarks in original-image pixels for the given boxes."""
-        if not boxes:
-            return np.zeros((0, self.model.config.num_points, 2))
-        normalised = self.regress(self.crops(image, boxes))
-        return np.stack([Frame.from_box(b).to_image(p) for b, p in zip(boxes, normalised, strict=True)])
+        return self.estimate(image, boxes)[0]
+
+    def faces(self, image: np.ndarray, detections: list[Detection]) -> list[Face]:
+        """A Face (box, score, landmarks, error estimate) for each detection."""
+        points, errors = self.estimate(image, [d.box for d in detections])
+        return [
+            Face(d.box, d.score, p, None if errors is None else float(errors[i]))
+            for i, (d, p) in enumerate(zip(detections, points, strict=True))
+        ]
 
     def predict(self, image: np.ndarray, upsample: int = 0, max_faces: int | None = None) -> list[Face]:
         """Every face in an RGB image, largest first (at most ``max_faces``)."""
         detections = self.detect(image, upsample)
         if max_faces is not None:
             detections = detections[:max_faces]
-        points = self.landmarks_for_boxes(image, [d.box for d in detections])
-        return [Face(d.box, d.score, p) for d, p in zip(detections, points, strict=True)]
+        return self.faces(image, detections)
 
     def warm_up(self) -> None:
         """One detection and one forward pass, so the first real request pays no start-up costs."""

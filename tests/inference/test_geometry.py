@@ -1,9 +1,13 @@
 """Box -> crop -> image geometry, shared by the service and training."""
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from app.inference.detector import Box
-from app.inference.geometry import Frame, crop_box, crop_frame
+from app.inference.geometry import Frame, crop_box, crop_frame, landmark_frame
+from training.data import read_pts
 
 
 def test_box_corners_map_to_crop_edges():
@@ -45,3 +49,46 @@ def test_crop_resamples_a_marked_pixel_to_the_expected_place():
     ys, xs = np.nonzero(crop > 128)
     expected = Frame.from_box(box).to_normalised(np.array([299.5, 199.5])) * 62 - 0.5
     assert abs(xs.mean() - expected[0]) < 1.0 and abs(ys.mean() - expected[1]) < 1.0
+
+
+HELEN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "300w" / "helen_test"
+
+
+def _rotate(points: np.ndarray, degrees: float, centre: np.ndarray) -> np.ndarray:
+    """Rotate counter-clockwise as seen in the image (y down)."""
+    a = np.deg2rad(degrees)
+    matrix = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+    return (points - centre) @ matrix.T + centre
+
+
+def test_landmark_frame_levels_the_eyes_and_holds_the_face():
+    for pts in sorted(HELEN.glob("*.pts"))[:20]:
+        points = read_pts(pts)
+        frame = landmark_frame(points)
+        inside = frame.to_normalised(points)
+        eye_line = inside[42:48].mean(axis=0) - inside[36:42].mean(axis=0)
+        assert abs(eye_line[1]) < 1e-9 and eye_line[0] > 0
+        # Centred on the extent of the points, which fills most of the frame (5 % of faces overflow it).
+        np.testing.assert_allclose(inside.min(axis=0) + inside.max(axis=0), [1.0, 1.0], atol=1e-9)
+        assert 0.75 < (inside.max(axis=0) - inside.min(axis=0)).max() < 1.1, pts.name
+
+
+def test_landmark_frame_follows_rotation_scale_and_shift_of_the_face():
+    points = read_pts(sorted(HELEN.glob("*.pts"))[0])
+    frame = landmark_frame(points)
+    centre = np.array([frame.cx, frame.cy])
+    moved = _rotate(points, 25.0, centre) * 1.5 + np.array([40.0, -7.0])
+    other = landmark_frame(moved)
+    assert np.rad2deg(other.angle - frame.angle) == pytest.approx(25.0, abs=1e-6)
+    assert other.width == pytest.approx(1.5 * frame.width)
+    np.testing.assert_allclose([other.cx, other.cy], centre * 1.5 + [40.0, -7.0], atol=1e-6)
+    # The same normalised points: the refinement stage sees every such face alike.
+    np.testing.assert_allclose(other.to_normalised(moved), frame.to_normalised(points), atol=1e-9)
+
+
+def test_landmark_frame_ignores_the_jaw_for_rotation_and_scale():
+    points = read_pts(sorted(HELEN.glob("*.pts"))[1])
+    moved_jaw = points.copy()
+    moved_jaw[:17, 0] += np.linspace(-8.0, 8.0, 17)  # another convention's jaw
+    a, b = landmark_frame(points), landmark_frame(moved_jaw)
+    assert a.angle == pytest.approx(b.angle) and a.width == pytest.approx(b.width)

@@ -21,7 +21,7 @@ from tests.robustness.fault_widths import (
 )
 
 _real_detect = FaceDetector.detect
-_real_landmarks = LandmarkPredictor.landmarks_for_boxes
+_real_estimate = LandmarkPredictor.estimate
 
 
 def _detect(self: FaceDetector, image: np.ndarray, upsample: int = 0) -> list[Detection]:
@@ -35,16 +35,18 @@ def _detect(self: FaceDetector, image: np.ndarray, upsample: int = 0) -> list[De
     return _real_detect(self, image, upsample)
 
 
-def _landmarks(self: LandmarkPredictor, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
+def _estimate(
+    self: LandmarkPredictor, image: np.ndarray, boxes: list[Box]
+) -> tuple[np.ndarray, np.ndarray | None]:
     if image.shape[1] == RAISE_IN_NETWORK_WIDTH:
         # A crop far smaller than the network's input: torch itself raises from inside a convolution.
         with torch.inference_mode():
             self.model.network(torch.zeros(1, 3, 4, 4))
-    return _real_landmarks(self, image, boxes)
+    return _real_estimate(self, image, boxes)
 
 
 FaceDetector.detect = _detect  # type: ignore[method-assign]
-LandmarkPredictor.landmarks_for_boxes = _landmarks  # type: ignore[method-assign]
+LandmarkPredictor.estimate = _estimate  # type: ignore[method-assign]
 
 from app.main import app  # noqa: E402  (after the patches, which are what this module is for)
 

@@ -158,14 +158,14 @@ def run_pipeline(
     t1 = time.perf_counter()
     detections = predictor.detect(image, upsample)[:max_faces]
     t2 = time.perf_counter()
-    points = predictor.landmarks_for_boxes(image, [d.box for d in detections])
+    faces = predictor.faces(image, detections)
     t3 = time.perf_counter()
     metrics.STAGE_LATENCY.labels(stage="decode").observe(t1 - t0)
     metrics.STAGE_LATENCY.labels(stage="detect").observe(t2 - t1)
     metrics.STAGE_LATENCY.labels(stage="regress").observe(t3 - t2)
     metrics.FACES.inc(len(detections))
     metrics.FACES_PER_IMAGE.observe(len(detections))
-    return image, [Face(d.box, d.score, p) for d, p in zip(detections, points, strict=True)]
+    return image, faces
 
 
 def announced_pixels(data: bytes, max_pixels: int) -> int:

@@ -1,0 +1,80 @@
+"""Checkpoint files: a cascade round-trips, old single-stage files still load, broken ones are refused."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.inference import LandmarkPredictor
+from app.inference.checkpoint import Stage, load_checkpoint, save_checkpoint
+from app.inference.errors import ModelLoadError
+from app.inference.geometry import Frame, landmark_frame
+from app.inference.imaging import decode_image
+from app.inference.model import ONetConfig, build_model
+
+LFPW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "samples" / "lfpw"
+
+
+def _cascade(path: Path) -> Path:
+    torch.manual_seed(0)
+    first = ONetConfig()
+    refine = ONetConfig(heads=("300w", "aflw2000"), error_head=True)
+    stage = Stage(build_model(refine).eval(), refine, np.full(3, 0.4), np.full(3, 0.2), "landmarks")
+    meta = {"name": "cascade", "version": "9.9.9"}
+    return save_checkpoint(path, build_model(first), first, np.full(3, 0.5), np.full(3, 0.25), meta, [stage])
+
+
+def test_a_cascade_round_trips_with_every_stage_and_its_statistics(tmp_path: Path) -> None:
+    model = load_checkpoint(_cascade(tmp_path / "c.pt"))
+    assert [s.crop for s in model.stages] == ["box", "landmarks"]
+    assert model.output_config.heads == ("300w", "aflw2000") and model.output_config.error_head
+    np.testing.assert_allclose(model.stages[1].mean, 0.4)
+    assert model.version == "9.9.9"
+
+
+def test_a_cascade_serves_the_first_head_and_an_error_estimate(tmp_path: Path) -> None:
+    model = load_checkpoint(_cascade(tmp_path / "c.pt"))
+    image = decode_image((LFPW / "image_0001.png").read_bytes(), 10**8)
+    predictor = LandmarkPredictor(model, optimise=False)
+    faces = predictor.predict(image)
+    assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2)
+    assert faces[0].error_estimate is not None and faces[0].error_estimate > 0
+    # The served points are the first head's, mapped back from the frame of the first stage's points.
+    first, _ = predictor.stages[0].regress(predictor.crops(image, [faces[0].box]))
+    frame = landmark_frame(Frame.from_box(faces[0].box).to_image(first[0]))
+    crop = predictor.stages[1].crops(image, [frame])
+    with torch.inference_mode():
+        heads, _ = model.refinements[0].network.outputs(predictor.stages[1].normalise(crop))
+    np.testing.assert_allclose(faces[0].landmarks, frame.to_image(heads[0, 0].numpy()), atol=1e-3)
+    # Optimised (traced) and eager serving agree.
+    traced = LandmarkPredictor(model).predict(image)
+    np.testing.assert_allclose(traced[0].landmarks, faces[0].landmarks, atol=1e-2)
+
+
+def test_a_single_stage_file_of_format_1_still_loads(tmp_path: Path) -> None:
+    path = _cascade(tmp_path / "c.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["format"] = "face-landmarks/1"
+    del payload["refinements"]
+    torch.save(payload, tmp_path / "old.pt")
+    model = load_checkpoint(tmp_path / "old.pt")
+    assert [s.crop for s in model.stages] == ["box"] and model.refinements == []
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p["refinements"][0].update(crop="sideways"),
+        lambda p: p["refinements"][0]["normalization"].update(std=[0.0, 1.0, 1.0]),
+        lambda p: p["refinements"][0]["state_dict"].pop("landmarks.weight"),
+        lambda p: p.update(format="face-landmarks/99"),
+    ],
+    ids=["unknown crop", "zero std", "missing weights", "unknown format"],
+)
+def test_a_damaged_cascade_is_refused_with_a_reason(tmp_path: Path, damage) -> None:
+    payload = torch.load(_cascade(tmp_path / "c.pt"), weights_only=True)
+    damage(payload)
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(ModelLoadError, match="bad.pt"):
+        load_checkpoint(tmp_path / "bad.pt")
