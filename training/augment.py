@@ -11,7 +11,8 @@ from training.config import AugmentConfig
 
 
 def jitter_frame(frame: Frame, rng: np.random.Generator, config: AugmentConfig) -> Frame:
-    """The box frame moved, scaled and rotated at random: what a noisy detector and a tilted head give."""
+    """The frame moved, scaled and rotated (on top of its own angle) at random: what a noisy detector, a
+    tilted head or the error of an earlier stage give."""
     scale = float(np.exp(rng.uniform(-config.scale, config.scale)))
     dx, dy = rng.uniform(-config.shift, config.shift, size=2)
     angle = float(np.deg2rad(rng.uniform(-config.rotation, config.rotation)))
@@ -20,7 +21,7 @@ def jitter_frame(frame: Frame, rng: np.random.Generator, config: AugmentConfig) 
         cy=frame.cy + dy * frame.height,
         width=frame.width * scale,
         height=frame.height * scale,
-        angle=angle,
+        angle=frame.angle + angle,
     )
 
 

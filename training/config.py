@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 LossName = Literal["l2", "wing", "smooth_l1"]
+StageName = Literal["box", "landmarks"]
 
 
 @dataclass
@@ -52,6 +53,7 @@ class ModelConfig:
     batch_norm: bool = True  # BatchNorm after each convolution
     dropout: float = 0.0  # dropout before the landmark layer
     init_mean_shape: bool = True  # start the last layer's bias at the training mean shape
+    error_head: bool = True  # also learn to predict the network's own error (served as error_estimate)
 
 
 @dataclass
@@ -59,6 +61,11 @@ class TrainConfig:
     """A training run: data, split, model, loss, optimiser, schedule, augmentation, hardware."""
 
     data: list[str] = field(default_factory=list)  # folders of images + .pts to train on
+    heads: list[str] = field(default_factory=list)  # label convention of each --data folder; first = served
+    share_inner: bool = True  # the served head also learns the 51 inner points of other conventions' faces
+    stage: StageName = "box"  # box: first stage on the detector's box; landmarks: a refinement stage
+    first_stage: str = ""  # for --stage landmarks: checkpoint of the stages that come before this one
+    error_loss_weight: float = 1.0  # weight of the error head's loss (it reads detached features)
     name: str = "onet"  # run name: outputs go to <runs>/<name>
     runs: str = "runs"  # parent folder of run folders (git-ignored)
     version: str = "0.0.0"  # model version written into the checkpoint metadata

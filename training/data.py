@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from app.inference.detector import Box, Detection, FaceDetector
-from app.inference.geometry import Frame, crop_frame
+from app.inference.geometry import Frame, crop_frame, landmark_frame
 from app.inference.imaging import decode_image
 from app.inference.landmarks import NUM_POINTS
 from training.augment import flip_face, jitter_frame, photometric
@@ -369,8 +369,12 @@ class FaceCropDataset(Dataset):
     """Crops of cached faces with their targets in normalised frame coordinates.
 
     Each item: ``image`` (C, S, S) uint8, ``target`` (68, 2) float32 normalised coordinates of the
-    (jittered) frame, ``frame_size`` (2,) float32 width and height of that frame in image pixels.
-    With ``augment=None`` the crop is the box exactly as it is, as at inference.
+    (jittered) frame, ``frame_size`` (2,) float32 width and height of that frame in image pixels,
+    ``head`` the index of the landmark head (label convention) of the face's folder.
+
+    ``crop="box"``: the frame is the detector's box; with ``augment=None`` the crop is the box exactly
+    as it is, as at inference. ``crop="landmarks"``: the frame is ``landmark_frame`` of the labelled
+    points, jittered (when augmenting) by about what the stage before it gets wrong.
     """
 
     def __init__(
@@ -378,10 +382,16 @@ class FaceCropDataset(Dataset):
         items: Sequence[tuple[FaceCache, int]],
         input_size: int,
         augment: AugmentConfig | None = None,
+        crop: str = "box",
+        heads: dict[str, int] | None = None,
     ) -> None:
+        if crop not in ("box", "landmarks"):
+            raise ValueError(f"unknown crop {crop!r}: box or landmarks")
         self.items = list(items)
         self.input_size = input_size
         self.augment = augment
+        self.crop = crop
+        self.heads = heads or {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -392,14 +402,20 @@ class FaceCropDataset(Dataset):
         patch, patch_frame = cache.patch(i), cache.patch_frame(i)
         points = cache.points[i]
         frame = Frame.from_box(cache.box(i))
-        if self.augment is not None and rng is not None:
-            if rng.random() < self.augment.flip:
-                patch, points, frame = flip_face(patch, points, frame, patch_frame.cx)
-            frame = jitter_frame(frame, rng, self.augment)
+        augmenting = self.augment is not None and rng is not None
+        if augmenting and rng.random() < self.augment.flip:  # type: ignore[union-attr]
+            patch, points, frame = flip_face(patch, points, frame, patch_frame.cx)
+        if self.crop == "landmarks":
+            frame = landmark_frame(points)
+        if augmenting:
+            frame = jitter_frame(frame, rng, self.augment)  # type: ignore[arg-type]
         crop = crop_frame(patch, frame_in_patch(frame, patch_frame, len(patch)), self.input_size)
-        if self.augment is not None and rng is not None:
-            crop = photometric(crop, rng, self.augment)
+        if augmenting:
+            crop = photometric(crop, rng, self.augment)  # type: ignore[arg-type]
         return crop, frame.to_normalised(points), frame
+
+    def head(self, index: int) -> int:
+        return self.heads.get(self.items[index][0].folder, 0)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = None
@@ -411,6 +427,7 @@ class FaceCropDataset(Dataset):
             "image": torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))),
             "target": torch.from_numpy(target.astype(np.float32)),
             "frame_size": torch.tensor([frame.width, frame.height], dtype=torch.float32),
+            "head": torch.tensor(self.head(index), dtype=torch.long),
         }
 
 

@@ -1,9 +1,8 @@
 """Evaluation through the service's inference path, with dlib's 68-point predictor on the same boxes.
 
-Per face: NME (box) = mean point-to-point error in original pixels / sqrt(W x H) of the dlib box, and
-inter-ocular NME = the same error / distance between the outer eye corners (points 36 and 45) of the
-ground truth. Per set: CED up to a threshold (0.08), AUC@0.08 = area under the CED from 0 to 0.08
-divided by 0.08, failure rate = share of faces with NME > 0.08, mean and median NME, undetected faces.
+Per face (see ``training.metrics``): NME (box), inter-ocular NME, NME (box) of the 51 inner points and,
+where the model gives one, its error estimate. Per set: CED, AUC@0.08, failure rate, mean and median
+NME, undetected faces, and how well the error estimate ranks the true NME and flags failures.
 """
 
 import importlib.util
@@ -20,76 +19,17 @@ import numpy as np
 from app.inference import Box, FaceDetector, LandmarkPredictor
 from app.inference.checkpoint import load_checkpoint
 from app.inference.imaging import decode_image
-from app.inference.landmarks import LEFT_EYE_OUTER, RIGHT_EYE_OUTER
 from training.config import EvaluateConfig
 from training.data import MAX_PIXELS, is_validation, match_detection, scan_folder
+from training.metrics import THRESHOLD, nme_box, nme_inner, nme_interocular, summarise
 
 logger = logging.getLogger(__name__)
-
-THRESHOLD = 0.08
-
-
-# --- metrics ----------------------------------------------------------------------------------------
-
-
-def point_errors(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """(..., 68) point-to-point distances."""
-    return np.linalg.norm(np.asarray(pred, dtype=np.float64) - np.asarray(truth, dtype=np.float64), axis=-1)
-
-
-def nme_box(pred: np.ndarray, truth: np.ndarray, box: Box) -> float:
-    """Mean point-to-point error divided by sqrt(width x height) of the box."""
-    return float(point_errors(pred, truth).mean() / np.sqrt(box.width * box.height))
-
-
-def nme_interocular(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Mean point-to-point error divided by the ground-truth outer-eye-corner distance (36, 45)."""
-    truth = np.asarray(truth, dtype=np.float64)
-    return float(
-        point_errors(pred, truth).mean() / np.linalg.norm(truth[LEFT_EYE_OUTER] - truth[RIGHT_EYE_OUTER])
-    )
-
-
-def ced(errors: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Cumulative error distribution: share of faces with error <= each threshold."""
-    errors = np.sort(np.asarray(errors, dtype=np.float64))
-    if errors.size == 0:
-        return np.zeros(len(thresholds))
-    return np.searchsorted(errors, thresholds, side="right") / errors.size
-
-
-def auc(errors: np.ndarray, threshold: float = THRESHOLD) -> float:
-    """Area under the CED from 0 to ``threshold``, divided by ``threshold`` (0..1), computed exactly:
-    a face with error e contributes max(0, threshold - e) to the area."""
-    errors = np.asarray(errors, dtype=np.float64)
-    if errors.size == 0:
-        return float("nan")
-    return float(np.clip(threshold - errors, 0.0, None).mean() / threshold)
-
-
-def failure_rate(errors: np.ndarray, threshold: float = THRESHOLD) -> float:
-    """Share of faces with error > ``threshold``."""
-    errors = np.asarray(errors, dtype=np.float64)
-    return float((errors > threshold).mean()) if errors.size else float("nan")
-
-
-def summarise(nme: np.ndarray, nme_io: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
-    nme, nme_io = np.asarray(nme), np.asarray(nme_io)
-    empty = nme.size == 0
-    return {
-        "faces": int(nme.size),
-        "auc": auc(nme, threshold),
-        "failure_rate": failure_rate(nme, threshold),
-        "nme_box_mean": float("nan") if empty else float(nme.mean()),
-        "nme_box_median": float("nan") if empty else float(np.median(nme)),
-        "nme_io_mean": float("nan") if empty else float(nme_io.mean()),
-        "nme_io_median": float("nan") if empty else float(np.median(nme_io)),
-    }
 
 
 # --- methods ----------------------------------------------------------------------------------------
 
-LandmarkMethod = Callable[[np.ndarray, list[Box]], np.ndarray]
+# (image, boxes) -> ((N, 68, 2) points, (N,) error estimates or None)
+LandmarkMethod = Callable[[np.ndarray, list[Box]], tuple[np.ndarray, np.ndarray | None]]
 
 
 def dlib_predictor_path() -> Path:
@@ -114,12 +54,12 @@ class DlibShapePredictor:
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(str(path or dlib_predictor_path()))
 
-    def __call__(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
+    def __call__(self, image: np.ndarray, boxes: list[Box]) -> tuple[np.ndarray, None]:
         out = []
         for b in boxes:
             shape = self._predictor(image, self._dlib.rectangle(b.left, b.top, b.right, b.bottom))
             out.append([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)])
-        return np.array(out, dtype=np.float64).reshape(len(boxes), -1, 2)
+        return np.array(out, dtype=np.float64).reshape(len(boxes), -1, 2), None
 
 
 # --- a folder ---------------------------------------------------------------------------------------
@@ -136,6 +76,8 @@ class FolderEvaluation:
     stems: list[str] = field(default_factory=list)
     nme: dict[str, list[float]] = field(default_factory=dict)  # method -> per-face NME (box)
     nme_io: dict[str, list[float]] = field(default_factory=dict)  # method -> per-face inter-ocular NME
+    nme_in: dict[str, list[float]] = field(default_factory=dict)  # method -> per-face NME (box), 51 inner
+    estimate: dict[str, list[float]] = field(default_factory=dict)  # method -> per-face error estimate
     seconds: dict[str, float] = field(default_factory=dict)  # method -> time spent
 
     def summary(self, threshold: float = THRESHOLD) -> dict[str, Any]:
@@ -147,7 +89,13 @@ class FolderEvaluation:
             "undetected": len(self.undetected),
             "methods": {
                 m: {
-                    **summarise(np.array(self.nme[m]), np.array(self.nme_io[m]), threshold),
+                    **summarise(
+                        np.array(self.nme[m]),
+                        np.array(self.nme_io[m]),
+                        threshold,
+                        np.array(self.nme_in[m]),
+                        np.array(self.estimate[m]) if self.estimate.get(m) else None,
+                    ),
                     "ms_per_face": 1000 * self.seconds[m] / max(1, len(self.nme[m])),
                 }
                 for m in self.nme
@@ -178,8 +126,8 @@ def evaluate_folder(
         split="validation" if validation else "all",
         skipped_not_68_points=len(scan.skipped_points),
     )
-    result.nme = {m: [] for m in methods}
-    result.nme_io = {m: [] for m in methods}
+    for per_face in (result.nme, result.nme_io, result.nme_in, result.estimate):
+        per_face.update({m: [] for m in methods})
     result.seconds = dict.fromkeys(methods, 0.0)
     for item in scan.images:
         if validation is not None and not is_validation(item.stem, *validation):
@@ -193,10 +141,13 @@ def evaluate_folder(
         result.stems.append(item.stem)
         for name, method in methods.items():
             started = time.perf_counter()
-            pred = method(image, [match.box])[0]
+            points, estimates = method(image, [match.box])
             result.seconds[name] += time.perf_counter() - started
-            result.nme[name].append(nme_box(pred, item.points, match.box))
-            result.nme_io[name].append(nme_interocular(pred, item.points))
+            result.nme[name].append(nme_box(points[0], item.points, match.box))
+            result.nme_io[name].append(nme_interocular(points[0], item.points))
+            result.nme_in[name].append(nme_inner(points[0], item.points, match.box))
+            if estimates is not None:
+                result.estimate[name].append(float(estimates[0]))
     return result
 
 
@@ -213,8 +164,7 @@ def build_methods(config: EvaluateConfig) -> tuple[LandmarkPredictor, dict[str, 
         "both": [("ours", False), ("ours+flip", True)],
     }[config.flip_test_time]
     methods: dict[str, LandmarkMethod] = {
-        name: LandmarkPredictor(model, detector, flip_test_time=flip).landmarks_for_boxes
-        for name, flip in variants
+        name: LandmarkPredictor(model, detector, flip_test_time=flip).estimate for name, flip in variants
     }
     if config.baseline:
         methods["dlib"] = DlibShapePredictor()
@@ -223,7 +173,7 @@ def build_methods(config: EvaluateConfig) -> tuple[LandmarkPredictor, dict[str, 
 
 def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
     """Evaluate the checkpoint on every folder; write summary.json, summary.md and one CED plot each."""
-    from training.plots import plot_ced
+    from training.plots import plot_ced, plot_error_estimate
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,6 +205,8 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
             "undetected": result.undetected,
             "nme_box": result.nme,
             "nme_io": result.nme_io,
+            "nme_inner": result.nme_in,
+            "error_estimate": result.estimate,
         }
         plot = out / f"ced-{result.name}.png"
         plot_ced(
@@ -264,6 +216,18 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
             threshold=config.threshold,
         )
         summary["datasets"][result.name]["plot"] = plot.name
+        estimated = {m: v for m, v in result.estimate.items() if v}
+        if estimated:
+            method = next(iter(estimated))
+            scatter = out / f"error-estimate-{result.name}.png"
+            plot_error_estimate(
+                np.array(estimated[method]),
+                np.array(result.nme[method]),
+                scatter,
+                title=f"{result.name}: error estimate of {method}",
+                threshold=config.threshold,
+            )
+            summary["datasets"][result.name]["error_estimate_plot"] = scatter.name
         logger.info("evaluated %s", result.name)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "per_face.json").write_text(json.dumps(per_face))
@@ -277,15 +241,31 @@ def markdown_table(summary: dict[str, Any]) -> str:
         f"Model `{summary['model']['name']}` {summary['model']['version']} (`{summary['checkpoint']}`); "
         f"NME (box) = mean error / sqrt(W x H) of the dlib box; inter-ocular = / outer eye corners.",
         "",
-        f"| dataset | method | faces | undetected | AUC@{t} | FR@{t} | NME box mean | NME box median "
-        "| NME io mean | ms/face |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| dataset | method | faces | undetected | NME io mean | AUC@{t} | FR@{t} | NME box mean "
+        "| NME box median | NME box, 51 inner | ms/face |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    estimates = []
     for name, data in summary["datasets"].items():
         for method, s in data["methods"].items():
             lines.append(
-                f"| {name} | {method} | {s['faces']} | {data['undetected']} | {s['auc']:.3f} | "
-                f"{100 * s['failure_rate']:.1f}% | {s['nme_box_mean']:.4f} | {s['nme_box_median']:.4f} | "
-                f"{s['nme_io_mean']:.4f} | {s['ms_per_face']:.1f} |"
+                f"| {name} | {method} | {s['faces']} | {data['undetected']} | {100 * s['nme_io_mean']:.2f}% "
+                f"| {s['auc']:.3f} | {100 * s['failure_rate']:.1f}% | {s['nme_box_mean']:.4f} | "
+                f"{s['nme_box_median']:.4f} | {s.get('nme_inner_mean', float('nan')):.4f} | "
+                f"{s['ms_per_face']:.1f} |"
             )
+            if "estimate_spearman" in s:
+                estimates.append(
+                    f"| {name} | {method} | {s['estimate_spearman']:.3f} | {s['estimate_roc_auc']:.3f} |"
+                )
+    if estimates:
+        lines += [
+            "",
+            f"Error estimate against the true NME (box): Spearman correlation, and ROC AUC of flagging "
+            f"failures (NME > {t}).",
+            "",
+            "| dataset | method | Spearman | ROC AUC |",
+            "|---|---|---:|---:|",
+            *estimates,
+        ]
     return "\n".join(lines) + "\n"

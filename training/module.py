@@ -14,25 +14,39 @@ from torch import nn
 from training.config import TrainConfig
 
 
-def l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MTCNN's Euclidean loss: half the squared point-to-point distance, averaged over points."""
-    return 0.5 * ((pred - target) ** 2).sum(-1).mean()
+def l2_loss(pred: torch.Tensor, target: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+    """MTCNN's Euclidean loss: half the squared point-to-point distance, averaged over points
+    (per point with ``reduce=False``)."""
+    loss = 0.5 * ((pred - target) ** 2).sum(-1)
+    return loss.mean() if reduce else loss
 
 
-def wing_loss(pred: torch.Tensor, target: torch.Tensor, width: float, curvature: float) -> torch.Tensor:
-    """Wing loss (Feng et al. 2018) per coordinate, summed over x and y, averaged over points.
+def wing_loss(
+    pred: torch.Tensor, target: torch.Tensor, width: float, curvature: float, reduce: bool = True
+) -> torch.Tensor:
+    """Wing loss (Feng et al. 2018) per coordinate, summed over x and y, averaged over points
+    (per point with ``reduce=False``).
 
     ``w ln(1 + |x| / eps)`` for ``|x| < w``, else ``|x| - C`` with ``C = w - w ln(1 + w / eps)``: a
     log (large gradients) for small and medium errors, L1 for large ones.
     """
     x = (pred - target).abs()
     c = width - width * math.log1p(width / curvature)
-    loss = torch.where(x < width, width * torch.log1p(x / curvature), x - c)
-    return loss.sum(-1).mean()
+    loss = torch.where(x < width, width * torch.log1p(x / curvature), x - c).sum(-1)
+    return loss.mean() if reduce else loss
 
 
-def smooth_l1_loss(pred: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
-    return nn.functional.smooth_l1_loss(pred, target, beta=beta, reduction="none").sum(-1).mean()
+def smooth_l1_loss(
+    pred: torch.Tensor, target: torch.Tensor, beta: float, reduce: bool = True
+) -> torch.Tensor:
+    loss = nn.functional.smooth_l1_loss(pred, target, beta=beta, reduction="none").sum(-1)
+    return loss.mean() if reduce else loss
+
+
+# Inner points (brows, nose, eyes, mouth): placed alike by the 300-W and AFLW2000-3D conventions.
+INNER = slice(17, 68)
+# Added to the NME before its log is taken by the error head's target (keeps the log finite).
+ERROR_FLOOR = 2e-3
 
 
 def nme_box(pred: torch.Tensor, target: torch.Tensor, frame_size: torch.Tensor) -> torch.Tensor:
@@ -68,28 +82,51 @@ class LandmarkModule(L.LightningModule):
         self.register_buffer("input_scale", (1.0 / (255.0 * std_t)).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("input_shift", (mean_t / std_t).view(1, -1, 1, 1), persistent=False)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, C, S, S) uint8 crops -> (N, 68, 2) normalised frame coordinates."""
-        return self.network(images.float() * self.input_scale - self.input_shift)
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, C, S, S) uint8 crops -> ((N, heads, 68, 2) normalised frame coordinates, (N,) log
+        expected NME or None)."""
+        return self.network.outputs(images.float() * self.input_scale - self.input_shift)
 
-    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def point_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-point loss (..., 68) of normalised coordinates."""
         c = self.config
         # In crop pixels, so that the Wing / smooth-L1 constants mean what the papers mean.
         pred, target = pred * c.input_size, target * c.input_size
         if c.loss == "l2":
-            return l2_loss(pred, target)
+            return l2_loss(pred, target, reduce=False)
         if c.loss == "wing":
-            return wing_loss(pred, target, c.wing_width, c.wing_curvature)
+            return wing_loss(pred, target, c.wing_width, c.wing_curvature, reduce=False)
         if c.loss == "smooth_l1":
-            return smooth_l1_loss(pred, target, c.smooth_l1_beta)
+            return smooth_l1_loss(pred, target, c.smooth_l1_beta, reduce=False)
         raise ValueError(f"unknown loss {c.loss!r}")
 
+    def supervision(self, heads: torch.Tensor, num_heads: int, num_points: int) -> torch.Tensor:
+        """(N, heads, points) weights: every point of a face through the head of its own convention and,
+        with ``share_inner``, its inner points through the served head (head 0) too."""
+        mask = torch.zeros(len(heads), num_heads, num_points, device=heads.device)
+        mask[torch.arange(len(heads)), heads] = 1.0
+        if self.config.share_inner:
+            mask[:, 0, INNER] = 1.0
+        return mask
+
     def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
-        pred = self(batch["image"])
-        loss = self.loss(pred, batch["target"])
-        nme = nme_box(pred.detach(), batch["target"], batch["frame_size"]).mean()
+        pred_all, log_error = self(batch["image"])
+        target, heads, frame_size = batch["target"], batch["head"], batch["frame_size"]
+        mask = self.supervision(heads, pred_all.shape[1], pred_all.shape[2])
+        losses = self.point_loss(pred_all, target[:, None])
+        landmark_loss = (losses * mask).sum() / mask[:, 0].numel()
+        own = pred_all[torch.arange(len(heads)), heads]
+        nme = nme_box(own.detach(), target, frame_size)
+        loss = landmark_loss
         size = len(batch["image"])
         on_step = split == "train"
+        if log_error is not None:
+            # The served head's own error on this face, which is what error_estimate promises.
+            served = nme_box(pred_all[:, 0].detach(), target, frame_size)
+            error_loss = nn.functional.smooth_l1_loss(log_error, torch.log(served + ERROR_FLOOR))
+            loss = loss + self.config.error_loss_weight * error_loss
+            self.log(f"{split}/error_loss", error_loss, on_step=False, on_epoch=True, batch_size=size)
+        nme = nme.mean()
         self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=True)
         self.log(
             f"{split}/nme",

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from training.evaluate import THRESHOLD, auc, ced  # noqa: E402
+from training.metrics import THRESHOLD, auc, ced, roc_auc, spearman  # noqa: E402
 
 STYLES = {"ours": "-", "ours+flip": "-", "dlib": "--"}
 
@@ -34,6 +34,38 @@ def plot_ced(
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_error_estimate(
+    estimate: np.ndarray, truth: np.ndarray, path: str | Path, *, title: str, threshold: float = THRESHOLD
+) -> Path:
+    """Per-face error estimate against the true NME (box), log-log, with the failure threshold."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    estimate, truth = np.asarray(estimate), np.asarray(truth)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=110)
+    failed = truth > threshold
+    ax.scatter(truth[~failed], estimate[~failed], s=9, alpha=0.6, label="NME <= threshold")
+    ax.scatter(truth[failed], estimate[failed], s=12, alpha=0.8, color="tab:red", label="failure")
+    low = max(1e-3, float(min(truth.min(), estimate.min())) * 0.8)
+    high = float(max(truth.max(), estimate.max())) * 1.2
+    ax.plot([low, high], [low, high], "k:", linewidth=1, label="estimate = truth")
+    ax.axvline(threshold, color="tab:red", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("true NME (box)")
+    ax.set_ylabel("error estimate")
+    ax.set_title(
+        f"{title}\nSpearman {spearman(estimate, truth):.2f}, "
+        f"ROC AUC (failures) {roc_auc(estimate, failed):.2f}",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -42,4 +42,6 @@ def ship(config: ShipConfig) -> Path:
             plot = Path(config.evaluation).parent / data["plot"]
             if plot.is_file():
                 shutil.copyfile(plot, out.parent / plot.name)
-    return save_checkpoint(out, model.network, model.config, model.mean, model.std, metadata)
+    return save_checkpoint(
+        out, model.network, model.config, model.mean, model.std, metadata, model.refinements
+    )

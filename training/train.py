@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import DataLoader
 
-from app.inference.checkpoint import save_checkpoint
+from app.inference.checkpoint import LoadedModel, Stage, load_checkpoint, save_checkpoint
 from app.inference.model import ONetConfig, build_model
 from training.config import TrainConfig
 from training.data import (
@@ -41,6 +41,18 @@ from training.module import LandmarkModule
 logger = logging.getLogger(__name__)
 
 
+DEFAULT_HEAD = "300w"
+
+
+def head_names(config: TrainConfig) -> list[str]:
+    """The landmark heads in order (the first is served): the distinct --heads, or the default one."""
+    if config.heads and len(config.heads) != len(config.data):
+        raise ValueError(
+            f"--heads names {len(config.heads)} conventions for {len(config.data)} --data folders"
+        )
+    return list(dict.fromkeys(config.heads)) or [DEFAULT_HEAD]
+
+
 def onet_config(config: TrainConfig) -> ONetConfig:
     m = config.model
     return ONetConfig(
@@ -49,6 +61,8 @@ def onet_config(config: TrainConfig) -> ONetConfig:
         fc_features=m.fc_features,
         batch_norm=m.batch_norm,
         dropout=m.dropout,
+        heads=tuple(head_names(config)),
+        error_head=m.error_head,
     )
 
 
@@ -59,8 +73,20 @@ def build_network(config: TrainConfig, mean_shape: np.ndarray | None) -> nn.Modu
         with torch.no_grad():
             head: nn.Linear = network.landmarks  # type: ignore[assignment]
             head.weight.mul_(0.1)
-            head.bias.copy_(torch.as_tensor(mean_shape.reshape(-1), dtype=torch.float32))
+            repeats = head.bias.numel() // mean_shape.size
+            head.bias.copy_(torch.as_tensor(np.tile(mean_shape.reshape(-1), repeats), dtype=torch.float32))
     return network
+
+
+def earlier_stages(config: TrainConfig) -> LoadedModel | None:
+    """The checkpoint whose stages precede a refinement stage (None when training the first stage)."""
+    if config.stage == "box":
+        if config.first_stage:
+            raise ValueError("--first-stage goes with --stage landmarks")
+        return None
+    if not config.first_stage:
+        raise ValueError("--stage landmarks needs --first-stage CHECKPOINT (the stages before it)")
+    return load_checkpoint(config.first_stage)
 
 
 def parse_devices(devices: str) -> int | str | list[int]:
@@ -83,8 +109,10 @@ class ExportCheckpoints(L.Callback):
         std: np.ndarray,
         metadata: dict[str, Any],
         has_validation: bool,
+        earlier: LoadedModel | None = None,
     ) -> None:
         self.run_dir = run_dir
+        self.earlier = earlier
         self.network_config = network_config
         self.mean, self.std = mean, std
         self.metadata = metadata
@@ -94,18 +122,19 @@ class ExportCheckpoints(L.Callback):
         self.history: list[dict[str, float]] = []
 
     def _save(self, name: str, module: LandmarkModule, extra: dict[str, Any]) -> None:
-        save_checkpoint(
-            self.run_dir / name,
-            module.network,
-            self.network_config,
-            self.mean,
-            self.std,
-            {
-                **self.metadata,
-                **extra,
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            },
-        )
+        metadata = {
+            **self.metadata,
+            **extra,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        path = self.run_dir / name
+        if self.earlier is None:
+            save_checkpoint(path, module.network, self.network_config, self.mean, self.std, metadata)
+            return
+        # A refinement stage: the earlier checkpoint's stages, then this network on landmark frames.
+        stage = Stage(module.network, self.network_config, self.mean, self.std, "landmarks")
+        e = self.earlier
+        save_checkpoint(path, e.network, e.config, e.mean, e.std, metadata, [*e.refinements, stage])
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or "val/nme" not in trainer.callback_metrics:
@@ -185,7 +214,13 @@ def run_training(config: TrainConfig) -> RunResult:
     if config.threads > 0:
         torch.set_num_threads(config.threads)
 
+    heads = head_names(config)
+    earlier = earlier_stages(config)
     caches = [prepare_folder(folder, config.prepare) for folder in config.data]
+    # Each folder's faces are supervised through the head of its label convention.
+    folder_heads = {
+        cache.folder: heads.index(config.heads[k]) if config.heads else 0 for k, cache in enumerate(caches)
+    }
     for cache in caches:
         rank_zero_only(print)(prepare_summary(cache))
     train_items, val_items = split_items(caches, config.val_fraction, config.split_salt)
@@ -193,7 +228,7 @@ def run_training(config: TrainConfig) -> RunResult:
         raise ValueError("no training faces: every image fell in the validation split or none was detected")
     rank_zero_only(print)(f"faces: {len(train_items)} training, {len(val_items)} validation")
 
-    plain_train = FaceCropDataset(train_items, config.input_size, None)
+    plain_train = FaceCropDataset(train_items, config.input_size, None, config.stage, folder_heads)
     mean, std = crop_statistics(plain_train)
     mean_shape = np.mean([plain_train.sample(i, None)[1] for i in range(len(plain_train))], axis=0)
     network = build_network(config, mean_shape)
@@ -201,7 +236,8 @@ def run_training(config: TrainConfig) -> RunResult:
     trained_on = []
     for folder, cache in zip(config.data, caches, strict=True):
         n_train = sum(1 for c, _ in train_items if c is cache)
-        trained_on.append(_folder_record(cache, folder, n_train, sum(1 for c, _ in val_items if c is cache)))
+        record = _folder_record(cache, folder, n_train, sum(1 for c, _ in val_items if c is cache))
+        trained_on.append({**record, "head": heads[folder_heads[cache.folder]]})
     split = {
         "rule": SPLIT_RULE,
         "val_fraction": config.val_fraction,
@@ -218,16 +254,28 @@ def run_training(config: TrainConfig) -> RunResult:
         "training": config.to_dict(),
         "split": {k: v for k, v in split.items() if k != "validation_stems"},
         "input": "dlib HOG box (upsample 0, grayscale detection) cropped as it is, resized to "
-        f"{config.input_size}x{config.input_size}",
+        f"{config.input_size}x{config.input_size}"
+        + (
+            "; then a refinement stage on the eye-aligned frame of the first stage's points"
+            if config.stage == "landmarks"
+            else ""
+        ),
+        "heads": heads,
+        "served_head": heads[0],
         "flip_test_time": False,
     }
+    if earlier is not None:
+        metadata["first_stage"] = {
+            "checkpoint": config.first_stage,
+            **{k: earlier.metadata.get(k) for k in ("name", "version", "trained_on", "split", "training")},
+        }
     _write_json(run_dir / "config.json", config.to_dict())
     _write_json(run_dir / "split.json", split)
     _write_json(run_dir / "prepare.json", [c.report for c in caches])
 
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(
-        FaceCropDataset(train_items, config.input_size, config.augment),
+        FaceCropDataset(train_items, config.input_size, config.augment, config.stage, folder_heads),
         batch_size=config.batch_size,
         shuffle=True,
         drop_last=len(train_items) > config.batch_size,
@@ -236,12 +284,12 @@ def run_training(config: TrainConfig) -> RunResult:
         generator=generator,
     )
     val_loader = DataLoader(
-        FaceCropDataset(val_items, config.input_size, None),
+        FaceCropDataset(val_items, config.input_size, None, config.stage, folder_heads),
         batch_size=max(config.batch_size, 128),
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
     )
-    export = ExportCheckpoints(run_dir, onet_config(config), mean, std, metadata, bool(val_items))
+    export = ExportCheckpoints(run_dir, onet_config(config), mean, std, metadata, bool(val_items), earlier)
     callbacks: list[L.Callback] = [export, LearningRateMonitor(logging_interval="epoch"), EpochLine()]
     if config.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=5))

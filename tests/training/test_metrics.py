@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from app.inference import Box
-from training.evaluate import auc, ced, failure_rate, nme_box, nme_interocular, summarise
+from training.metrics import auc, ced, failure_rate, nme_box, nme_interocular, roc_auc, spearman, summarise
 from training.module import l2_loss, warmup_cosine, wing_loss
 from training.module import nme_box as nme_box_torch
 
@@ -97,3 +97,28 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine() -> None:
     assert warmup_cosine(9, 10, 110, 0.01) == pytest.approx(1.0)
     assert warmup_cosine(60, 10, 110, 0.01) == pytest.approx(0.01 + 0.99 * 0.5)
     assert warmup_cosine(110, 10, 110, 0.01) == pytest.approx(0.01)
+
+
+def test_spearman_is_one_for_any_increasing_relation_and_minus_one_for_a_decreasing_one() -> None:
+    x = np.array([0.01, 0.02, 0.05, 0.2, 0.03])
+    assert spearman(x, np.exp(10 * x)) == pytest.approx(1.0)
+    assert spearman(x, -(x**3)) == pytest.approx(-1.0)
+
+
+def test_roc_auc_counts_ordered_pairs_and_halves_ties() -> None:
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    positive = np.array([False, False, True, True])
+    # Pairs (pos, neg): (0.35 > 0.1), (0.35 < 0.4), (0.8 > 0.1), (0.8 > 0.4): 3 of 4.
+    assert roc_auc(scores, positive) == pytest.approx(0.75)
+    assert roc_auc(np.array([1.0, 1.0]), np.array([True, False])) == pytest.approx(0.5)
+    assert math.isnan(roc_auc(scores, np.zeros(4, bool)))
+
+
+def test_summary_reports_the_error_estimate_only_when_there_is_one() -> None:
+    nme = np.array([0.02, 0.03, 0.1, 0.05])
+    plain = summarise(nme, nme * 4)
+    assert "estimate_spearman" not in plain
+    with_estimate = summarise(nme, nme * 4, estimate=nme * 2, nme_in=nme / 2)
+    assert with_estimate["estimate_spearman"] == pytest.approx(1.0)
+    assert with_estimate["estimate_roc_auc"] == pytest.approx(1.0)
+    assert with_estimate["nme_inner_mean"] == pytest.approx(nme.mean() / 2)
