@@ -13,6 +13,7 @@ from app.inference.checkpoint import LoadedModel, load_checkpoint
 from app.inference.detector import Box, Detection, FaceDetector
 from app.inference.geometry import Frame, crop_box
 from app.inference.landmarks import FLIP_PERMUTATION
+from app.inference.pose import HeadPose, head_pose
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Face:
     box: Box
     score: float
     landmarks: np.ndarray  # (68, 2) float, original-image pixels, iBUG order
+    pose: HeadPose  # from the landmarks (app.inference.pose)
 
     def to_dict(self, decimals: int = 2) -> dict[str, Any]:
         return {
@@ -53,6 +55,7 @@ class Face:
             },
             "score": round(self.score, 4),
             "landmarks": np.round(self.landmarks, decimals).tolist(),
+            "pose": self.pose.to_dict(decimals),
         }
 
 
@@ -143,7 +146,7 @@ class LandmarkPredictor:
         if max_faces is not None:
             detections = detections[:max_faces]
         points = self.landmarks_for_boxes(image, [d.box for d in detections])
-        return [Face(d.box, d.score, p) for d, p in zip(detections, points, strict=True)]
+        return [Face(d.box, d.score, p, head_pose(p)) for d, p in zip(detections, points, strict=True)]
 
     def warm_up(self) -> None:
         """One detection and one forward pass, so the first real request pays no start-up costs."""

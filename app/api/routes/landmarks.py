@@ -29,6 +29,7 @@ from app.inference import (
     UnsupportedMediaTypeError,
 )
 from app.inference.imaging import SUPPORTED_FORMATS, decode_image, encode_image, read_image_size
+from app.inference.pose import head_pose
 from app.inference.render import draw_faces
 
 router = APIRouter(prefix="/landmarks", tags=["landmarks"])
@@ -165,7 +166,7 @@ def run_pipeline(
     metrics.STAGE_LATENCY.labels(stage="regress").observe(t3 - t2)
     metrics.FACES.inc(len(detections))
     metrics.FACES_PER_IMAGE.observe(len(detections))
-    return image, [Face(d.box, d.score, p) for d, p in zip(detections, points, strict=True)]
+    return image, [Face(d.box, d.score, p, head_pose(p)) for d, p in zip(detections, points, strict=True)]
 
 
 def announced_pixels(data: bytes, max_pixels: int) -> int:
