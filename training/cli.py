@@ -1,4 +1,4 @@
-"""``face-landmarks-train prepare|train|evaluate|ship`` (also ``python -m training ...``).
+"""``face-landmarks-train prepare|train|evaluate|pose|ship`` (also ``python -m training ...``).
 
 Options are generated from the dataclasses of ``training.config``; this module has no logic of its own.
 """
@@ -10,6 +10,7 @@ import sys
 
 from training.config import (
     EvaluateConfig,
+    PoseEvaluateConfig,
     PrepareConfig,
     ShipConfig,
     TrainConfig,
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="evaluate a checkpoint through LandmarkPredictor, vs dlib"
     )
     add_arguments(evaluate, EvaluateConfig)
+    pose = commands.add_parser("pose", help="head-pose accuracy (|yaw| error) on AFLW2000-3D, vs dlib")
+    add_arguments(pose, PoseEvaluateConfig)
     ship = commands.add_parser("ship", help="copy a run's best checkpoint to models/ with release metadata")
     add_arguments(ship, ShipConfig)
     return parser
@@ -54,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         from training.evaluate import markdown_table, run_evaluation
 
         print(markdown_table(run_evaluation(from_arguments(EvaluateConfig, args))))
+    elif args.command == "pose":
+        from training.pose_eval import markdown_table as pose_table
+        from training.pose_eval import run_pose_evaluation
+
+        print(pose_table(run_pose_evaluation(from_arguments(PoseEvaluateConfig, args))))
     elif args.command == "ship":
         from training.ship import ship
 

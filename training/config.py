@@ -119,6 +119,19 @@ class EvaluateConfig:
 
 
 @dataclass
+class PoseEvaluateConfig:
+    """Head-pose accuracy (|yaw| error) of a checkpoint on AFLW2000-3D, vs dlib's points."""
+
+    checkpoint: str = "models/landmarks.pt"  # checkpoint to evaluate
+    folder: str = "../shared/data/aflw2000/train"  # AFLW2000-3D images with .pts files
+    labels: str = ""  # |yaw| per image file name (JSON); default: abs_yaw.json beside the folder
+    validation_only: bool = True  # only the validation split (the checkpoint's split rule)
+    baseline: bool = True  # also the pose from dlib's 68-point predictor on the same boxes
+    upsample: int = 0  # dlib upsampling of the detector (0 = the service default)
+    out: str = ""  # also write the summary as JSON here (optional)
+
+
+@dataclass
 class ShipConfig:
     """Copy a run's best checkpoint to models/ with release metadata."""
 

@@ -17,6 +17,18 @@ class BoxOut(BaseModel):
     height: int = Field(description="bottom - top + 1.")
 
 
+class PoseOut(BaseModel):
+    yaw: float = Field(
+        description="Degrees; > 0 when the face turns towards the image's right (the subject's left). "
+        "A mirrored photo flips its sign."
+    )
+    pitch: float = Field(description="Degrees; > 0 when the face tilts up (chin raised).")
+    roll: float = Field(
+        description="Degrees; > 0 when the face is rotated counter-clockwise in the image: a photo "
+        "rotated by t degrees counter-clockwise has roll + t. A mirrored photo flips its sign."
+    )
+
+
 class FaceOut(BaseModel):
     box: BoxOut
     score: float = Field(description="dlib's detection score (higher is more certain).")
@@ -25,6 +37,22 @@ class FaceOut(BaseModel):
         max_length=68,
         description="68 (x, y) points in original-image pixels, iBUG 300-W order.",
     )
+    pose: PoseOut = Field(
+        description="Head pose from the landmarks (solvePnP against a 3D mean face), relative to the line "
+        "of sight from the camera to the face."
+    )
+    error_estimate: float | None = Field(
+        default=None,
+        description="The expected NME (box) of this face's landmarks; absent where the model gives none.",
+    )
+
+
+class AlignedFaceOut(FaceOut):
+    transform: tuple[tuple[float, float, float], tuple[float, float, float]] = Field(
+        description="2x3 similarity from image pixels to chip pixels: [[a, b, tx], [c, d, ty]], "
+        "chip = [[a, b], [c, d]] @ [x, y] + [tx, ty] (pixel centres at integers)."
+    )
+    chip: str = Field(description="The aligned face, size x size, as a base64 PNG.")
 
 
 class ModelRef(BaseModel):
@@ -35,6 +63,17 @@ class ModelRef(BaseModel):
 class LandmarksResponse(BaseModel):
     image: ImageSize
     faces: list[FaceOut] = Field(description="Every face found, largest first; empty when none.")
+    model: ModelRef
+
+
+class AlignResponse(BaseModel):
+    image: ImageSize
+    size: int = Field(description="Side of every chip in pixels.")
+    template: str = Field(description="arcface or dlib.")
+    border: str = Field(
+        description="How chip pixels outside the photo are filled: black, replicate, reflect."
+    )
+    faces: list[AlignedFaceOut] = Field(description="Every face found, largest first; empty when none.")
     model: ModelRef
 
 

@@ -15,6 +15,7 @@ from app.inference.detector import Box, Detection, FaceDetector
 from app.inference.geometry import Frame, crop_frame, landmark_frame
 from app.inference.landmarks import FLIP_PERMUTATION
 from app.inference.model import ServedOutputs
+from app.inference.pose import HeadPose, head_pose
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Face:
     box: Box
     score: float
     landmarks: np.ndarray  # (68, 2) float, original-image pixels, iBUG order
+    pose: HeadPose  # from the landmarks (app.inference.pose)
     # Expected NME (box) of these landmarks, from the checkpoint's error head; None without one.
     error_estimate: float | None = None
 
@@ -57,6 +59,7 @@ class Face:
             },
             "score": round(self.score, 4),
             "landmarks": np.round(self.landmarks, decimals).tolist(),
+            "pose": self.pose.to_dict(decimals),
         }
         if self.error_estimate is not None:
             data["error_estimate"] = round(self.error_estimate, 4)
@@ -124,8 +127,9 @@ class LandmarkPredictor:
     """dlib HOG boxes + the checkpoint's networks: the first stage regresses the points from the box
     crop, each refinement stage again from a crop aligned on the points before it.
 
-    ``flip_test_time`` averages the prediction of each crop with that of its mirror image; ``None``
-    takes the checkpoint's recommendation. ``optimise`` serves traced and fused copies of the networks.
+    ``flip_test_time`` averages the last stage's prediction of each crop with that of its mirror image;
+    ``None`` takes the checkpoint's recommendation. ``optimise`` serves traced and fused copies of the
+    networks.
     """
 
     def __init__(
@@ -141,8 +145,12 @@ class LandmarkPredictor:
         if flip_test_time is None:
             flip_test_time = bool(model.metadata.get("flip_test_time", False))
         self.flip_test_time = flip_test_time
+        # Flip averaging only where it pays: on the stage whose points are served (earlier stages only
+        # place the frames of later ones).
+        last = len(model.stages) - 1
         self.stages = [
-            StageRunner(stage, flip_test_time=flip_test_time, optimise=optimise) for stage in model.stages
+            StageRunner(stage, flip_test_time=flip_test_time and i == last, optimise=optimise)
+            for i, stage in enumerate(model.stages)
         ]
         self.input_size = self.stages[0].input_size
 
@@ -196,7 +204,7 @@ class LandmarkPredictor:
         """A Face (box, score, landmarks, error estimate) for each detection."""
         points, errors = self.estimate(image, [d.box for d in detections])
         return [
-            Face(d.box, d.score, p, None if errors is None else float(errors[i]))
+            Face(d.box, d.score, p, head_pose(p), None if errors is None else float(errors[i]))
             for i, (d, p) in enumerate(zip(detections, points, strict=True))
         ]
 

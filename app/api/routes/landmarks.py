@@ -1,5 +1,6 @@
-"""POST /landmarks and POST /landmarks/render."""
+"""POST /landmarks, POST /landmarks/render and POST /landmarks/align."""
 
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from app.api import metrics
 from app.api.budget import PixelBudget
 from app.api.deps import PixelBudgetDep, PredictorDep, SettingsDep
 from app.api.errors import ApiError
-from app.api.schemas import ErrorResponse, LandmarksResponse
+from app.api.schemas import AlignResponse, ErrorResponse, LandmarksResponse
 from app.config import Settings
 from app.inference import (
     Face,
@@ -28,6 +29,7 @@ from app.inference import (
     TooManyPixelsError,
     UnsupportedMediaTypeError,
 )
+from app.inference.align import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, Border, Template, align_face
 from app.inference.imaging import SUPPORTED_FORMATS, decode_image, encode_image, read_image_size
 from app.inference.render import draw_faces
 
@@ -177,6 +179,20 @@ def announced_pixels(data: bytes, max_pixels: int) -> int:
     return width * height if width * height <= max_pixels else 0
 
 
+def faces_response(
+    image: np.ndarray, predictor: LandmarkPredictor, faces: list[dict[str, Any]], **extra: Any
+) -> Response:
+    """``{"image", **extra, "faces", "model"}`` as JSON. Built by hand: validating thousands of floats
+    through pydantic costs more than the network."""
+    body = {
+        "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+        **extra,
+        "faces": faces,
+        "model": {"name": predictor.name, "version": predictor.version},
+    }
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
 @asynccontextmanager
 async def _processed(
     request: Request,
@@ -212,13 +228,7 @@ async def landmarks(
     max_faces: MaxFaces = None,
 ) -> Response:
     async with _processed(request, predictor, settings, budget, upsample, max_faces) as (image, faces):
-        body = {
-            "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
-            "faces": [face.to_dict() for face in faces],
-            "model": {"name": predictor.name, "version": predictor.version},
-        }
-    # Built by hand: validating thousands of floats through pydantic costs more than the network.
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+        return faces_response(image, predictor, [face.to_dict() for face in faces])
 
 
 @router.post(
@@ -248,3 +258,57 @@ async def render(
         media_type=f"image/{fmt}",
         headers={"X-Faces": str(len(faces))},
     )
+
+
+def aligned_faces(
+    image: np.ndarray, faces: list[Face], size: int, template: Template, border: Border
+) -> list[dict[str, Any]]:
+    """Each face's JSON with its chip (base64 PNG) and the image -> chip transform."""
+    out = []
+    for face in faces:
+        aligned = align_face(image, face.landmarks, size, template, border)
+        out.append(
+            {
+                **face.to_dict(),
+                "transform": np.round(aligned.transform, 6).tolist(),
+                "chip": base64.b64encode(encode_image(aligned.chip, "png")).decode("ascii"),
+            }
+        )
+    return out
+
+
+@router.post(
+    "/align",
+    response_model=AlignResponse,
+    responses=ERRORS,
+    openapi_extra=UPLOAD_BODY,
+    summary="Every face with its landmarks, pose and an aligned face chip",
+)
+async def align(
+    request: Request,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    budget: PixelBudgetDep,
+    upsample: Upsample = None,
+    max_faces: MaxFaces = None,
+    size: Annotated[
+        int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="Side of the square chips in pixels.")
+    ] = DEFAULT_SIZE,
+    template: Annotated[
+        Template,
+        Query(
+            description="arcface: InsightFace's five-point 112x112 template scaled to size; "
+            "dlib: dlib's get_face_chip (its centred 51-point template, padding 0.25)."
+        ),
+    ] = "arcface",
+    border: Annotated[
+        Border,
+        Query(
+            description="Fill of chip pixels past the photo's border: black (zeros, as dlib and "
+            "InsightFace), replicate (nearest edge pixel), reflect (mirrored at the edge)."
+        ),
+    ] = "black",
+) -> Response:
+    async with _processed(request, predictor, settings, budget, upsample, max_faces) as (image, faces):
+        chips = await to_thread.run_sync(aligned_faces, image, faces, size, template, border)
+        return faces_response(image, predictor, chips, size=size, template=template, border=border)
