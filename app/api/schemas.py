@@ -43,7 +43,9 @@ class FaceOut(BaseModel):
     )
     error_estimate: float | None = Field(
         default=None,
-        description="The expected NME (box) of this face's landmarks; absent where the model gives none.",
+        description="Expected NME (box) of this face's landmarks (mean point error / sqrt(W x H) of the "
+        "box), predicted by the network from the crop: above 0.08 the points are likely wrong (see the "
+        "model card for how well it ranks and flags errors). Absent where the model has no error head.",
     )
 
 
@@ -97,6 +99,19 @@ class HealthStatus(BaseModel):
     reason: str | None = None
 
 
+class StageInfo(BaseModel):
+    crop: str = Field(
+        description="box: the detector's box as it is; landmarks: the eye-aligned frame of the points "
+        "of the stage before (a cascade)."
+    )
+    arch: str
+    input_size: int
+    heads: list[str] = Field(
+        description="Label conventions of the stage's landmark heads; the first is served."
+    )
+    error_head: bool = Field(description="Whether the stage predicts its own error (error_estimate).")
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -106,4 +121,6 @@ class ModelInfo(BaseModel):
     mean: list[float]
     std: list[float]
     flip_test_time: bool
+    stages: list[StageInfo] = Field(description="The networks run one after the other on each face.")
+    served_head: str = Field(description="Label convention of the served points (300w: iBUG 300-W).")
     metadata: dict[str, Any]

