@@ -39,9 +39,10 @@ def ship(config: ShipConfig) -> Path:
             },
         }
         for data in summary["datasets"].values():
-            plot = Path(config.evaluation).parent / data["plot"]
-            if plot.is_file():
-                shutil.copyfile(plot, out.parent / plot.name)
+            for key in ("plot", "error_estimate_plot"):
+                plot = Path(config.evaluation).parent / data.get(key, "")
+                if key in data and plot.is_file():
+                    shutil.copyfile(plot, out.parent / plot.name)
     return save_checkpoint(
         out, model.network, model.config, model.mean, model.std, metadata, model.refinements
     )
