@@ -83,8 +83,8 @@
   function describeFace(face) {
     const lines = [];
     const box = face.box;
-    lines.push(`box ${box.left}, ${box.top} · ${box.width}×${box.height} px`);
     lines.push(`score ${format(face.score, 3)}`);
+    lines.push(`box ${box.left}, ${box.top} · ${box.width}×${box.height} px`);
     if (face.pose && typeof face.pose === "object") {
       const angles = ["yaw", "pitch", "roll"]
         .filter((name) => name in face.pose)
@@ -190,6 +190,10 @@
     ui.download.removeAttribute("aria-disabled");
     applyToggles();
     ui.result.hidden = false;
+    // On a phone the options fill the screen: bring the photo into view.
+    if (ui.result.getBoundingClientRect().top > window.innerHeight * 0.6) {
+      ui.result.scrollIntoView({ block: "start" });
+    }
   }
 
   function errorText(response, body) {
