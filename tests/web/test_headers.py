@@ -49,6 +49,8 @@ def test_the_page_assets_are_served(client, path, content_type):
     response = client.get(path)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith(content_type)
+    # Revalidated on each load, so a new release never runs with the old script or styles.
+    assert response.headers["cache-control"] == "no-cache" and response.headers["etag"]
     # Nothing from another origin (the SVG namespace is a name, never fetched).
     text = response.text.replace("http://www.w3.org/2000/svg", "")
     assert "http://" not in text and "https://" not in text
