@@ -57,8 +57,10 @@ RUN sp=/opt/venv/lib/python3.11/site-packages \
 # The service itself (no extras: training needs lightning, which stays out of this image).
 COPY pyproject.toml README.md ./
 COPY app/ app/
+# The page's HTML, CSS and JavaScript are package data (pyproject's package-data): check they came along.
 RUN pip install --no-deps . \
-    && python -c "import app.main"
+    && python -c "import app.main" \
+    && python -c "import sys; from app.web.routes import PAGE, STATIC_DIR; sys.exit(0 if PAGE.is_file() and (STATIC_DIR / 'app.js').is_file() else 'the page is missing from the installed package')"
 
 
 FROM python:3.11-slim-bookworm AS runtime

@@ -15,12 +15,14 @@ import cv2
 import torch
 from anyio import to_thread
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.api.routes import health, landmarks, meta
 from app.config import Settings, build_predictor, get_settings
 from app.logging_setup import configure_logging
+from app.web.routes import install_page
 
 logger = logging.getLogger("app.main")
 
@@ -98,7 +100,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served from the package's own files, not a CDN.
+    app = FastAPIOffline(
         title="Face landmarks",
         version="0.1.0",
         summary="Every face in a photo with its 68 iBUG 300-W landmarks.",
@@ -112,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(landmarks.router)
     app.include_router(health.router)
     app.include_router(meta.router)
+    install_page(app)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_upload_bytes,

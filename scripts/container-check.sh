@@ -6,8 +6,8 @@
 #   3. the base image python:3.11-slim-bookworm: pulled, or, with no registry reachable, made
 #      locally with debootstrap from the machine's Debian mirror (rootfs cached for reruns)
 #   4. `docker compose up --build --wait`, a real face photo POSTed to /landmarks (68 points per
-#      face, close to the photo's annotation), the container's user (not root), the image size;
-#      `docker compose down` always
+#      face, close to the photo's annotation), the page and the offline /docs and /redoc with their
+#      assets, the container's user (not root), the image size; `docker compose down` always
 #
 # The load-balanced variant (deploy/compose/docker-compose.lb.yml) is linted, not started: its nginx
 # image would need a registry.
@@ -336,6 +336,21 @@ assert 400 <= status < 500, f"non-image upload: expected a 4xx, got {status} {ra
 print(f"  non-image upload -> {status}, as expected")
 status, raw = request("/metrics")
 assert status == 200 and b"landmarks_http_requests_total" in raw, f"GET /metrics: {status}"
+
+# The page and the offline documentation: their files are in the image, none comes from a CDN.
+status, raw = request("/")
+assert status == 200 and b'src="web/app.js"' in raw, f"GET /: {status} {raw[:300]!r}"
+for path in (
+    "/web/app.js",
+    "/web/style.css",
+    "/docs",
+    "/redoc",
+    "/static-offline-docs/swagger-ui-bundle.js",
+    "/static-offline-docs/redoc.standalone.js",
+):
+    status, _ = request(path)
+    assert status == 200, f"GET {path}: {status}"
+print("  the page (/) and /docs, /redoc with their local assets are served")
 PY
 
 uid=$(compose exec -T landmarks id -u | tr -d '[:space:]')
