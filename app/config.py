@@ -61,15 +61,19 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def build_predictor(settings: Settings, model_path: Path | None = None) -> LandmarkPredictor:
-    """The predictor these settings describe (detector options, flip averaging), loading
-    ``model_path`` or the configured checkpoint. Raises ModelLoadError for a bad checkpoint."""
-    detector = FaceDetector(
+def build_detector(settings: Settings) -> FaceDetector:
+    """The face detector these settings describe (grayscale, max side, auto's scan budget)."""
+    return FaceDetector(
         on_gray=settings.detect_on_gray,
         max_side=settings.detect_max_side,
         # auto never picks a level the detection limit would refuse.
         auto_scan_pixels=min(settings.auto_scan_pixels, settings.max_detect_pixels),
     )
+
+
+def build_predictor(settings: Settings, model_path: Path | None = None) -> LandmarkPredictor:
+    """The predictor these settings describe (detector options, flip averaging), loading
+    ``model_path`` or the configured checkpoint. Raises ModelLoadError for a bad checkpoint."""
     return LandmarkPredictor.from_checkpoint(
-        model_path or settings.model_path, detector, flip_test_time=settings.flip_test_time
+        model_path or settings.model_path, build_detector(settings), flip_test_time=settings.flip_test_time
     )
