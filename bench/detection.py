@@ -9,6 +9,8 @@ Policies: dlib upsampling 0, 1 and 2, and the service default (``LANDMARKS_DEFAU
   detection box holds the centre of its points and measures 0.5-2 times its size.
 - dlib's 9 PASCAL VOC example photos (``samples/photos``): faces found under each policy.
 - Photos of 0.5 MP and more: detection time of the default against upsample 0.
+- Landmark accuracy on the faces each policy finds (inter-ocular NME against the 300-W labels): the
+  boxes of another pyramid level are placed a little differently, and small faces are upsampled crops.
 
 Detection time is the detector call as the service makes it (grayscale copy, auto resolved inside),
 single thread, p50 over all pictures and repeats, interleaved. ``--no-timing`` leaves the times out
@@ -24,12 +26,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.config import Settings, build_detector
-from app.inference import Detection, FaceDetector
+from app.config import Settings, build_detector, build_predictor
+from app.inference import Box, FaceDetector, LandmarkPredictor
 from app.inference.detector import AUTO, Upsample
 from app.inference.imaging import decode_image
 from bench.common import DATA, machine_description, percentile, write_section
 from training.data import read_pts
+from training.evaluate import THRESHOLD, nme_interocular
 
 HELEN = DATA / "300w" / "helen_test"
 PHOTOS = DATA / "samples" / "photos"
@@ -72,15 +75,21 @@ def downscaled(image: np.ndarray, points: np.ndarray, size: float) -> tuple[np.n
     return small, (points + 0.5) * scale - 0.5  # pixel centres map onto pixel centres
 
 
-def small_faces(limit: int | None, seed: int = 0) -> list[Picture]:
-    """Each labelled helen_test photo downscaled to a face of 30-80 px."""
-    paths = sorted(HELEN.glob("*.jpg"))[:limit]
-    sizes = np.random.default_rng(seed).uniform(*SIZE_RANGE, size=len(paths))
+def labelled_photos(limit: int | None) -> list[Picture]:
+    """The labelled helen_test photos as they are (longer side 480 px)."""
+    return [
+        Picture(path.stem, decode_image(path.read_bytes(), 10**8), [read_pts(path.with_suffix(".pts"))])
+        for path in sorted(HELEN.glob("*.jpg"))[:limit]
+    ]
+
+
+def small_faces(photos: list[Picture], seed: int = 0) -> list[Picture]:
+    """Each labelled photo downscaled to a face of 30-80 px."""
+    sizes = np.random.default_rng(seed).uniform(*SIZE_RANGE, size=len(photos))
     pictures = []
-    for path, size in zip(paths, sizes, strict=True):
-        image = decode_image(path.read_bytes(), 10**8)
-        small, points = downscaled(image, read_pts(path.with_suffix(".pts")), size)
-        pictures.append(Picture(path.stem, small, [points]))
+    for photo, size in zip(photos, sizes, strict=True):
+        small, points = downscaled(photo.image, photo.faces[0], size)
+        pictures.append(Picture(photo.name, small, [points]))
     return pictures
 
 
@@ -108,12 +117,14 @@ def mosaics(pictures: list[Picture]) -> list[Picture]:
     return canvases
 
 
-def is_found(points: np.ndarray, detections: list[Detection]) -> bool:
+def matching(points: np.ndarray, boxes: list[Box]) -> int | None:
+    """Index of the first box that holds the centre of the points and measures 0.5-2 times the face."""
     centre_x, centre_y = points.mean(axis=0)
     size = face_size(points)
-    return any(
-        d.box.contains(centre_x, centre_y) and 0.5 <= np.sqrt(d.box.area) / size <= 2.0 for d in detections
-    )
+    for index, box in enumerate(boxes):
+        if box.contains(centre_x, centre_y) and 0.5 <= np.sqrt(box.area) / size <= 2.0:
+            return index
+    return None
 
 
 @dataclass
@@ -138,7 +149,8 @@ def run_policies(
             run = runs[policy]
             run.faces[picture.name] = len(detections)
             run.levels[picture.name] = detector.resolve_upsample(width, height, policy)
-            run.found.extend((face_size(p), is_found(p, detections)) for p in picture.faces)
+            boxes = [d.box for d in detections]
+            run.found.extend((face_size(p), matching(p, boxes) is not None) for p in picture.faces)
     for _ in range(repeats):
         for picture in pictures:
             for policy in policies:
@@ -221,6 +233,35 @@ def per_scanned_pixel(detector: FaceDetector, runs: dict[Upsample, Run], picture
     return f"{np.median(rates) * 1e9:.0f} ns" if rates else "not measured"
 
 
+def accuracy_rows(
+    predictor: LandmarkPredictor, pictures: list[Picture], policies: list[Upsample], common: bool
+) -> list[str]:
+    """Inter-ocular NME of the labelled faces each policy finds; with ``common``, only over the faces
+    that every policy finds (the same faces, boxes from different pyramid levels)."""
+    errors: dict[Upsample, dict[tuple[str, int], float]] = {policy: {} for policy in policies}
+    for picture in pictures:
+        for policy in policies:
+            faces = predictor.predict(picture.image, policy)
+            for index, points in enumerate(picture.faces):
+                match = matching(points, [f.box for f in faces])
+                if match is not None:
+                    errors[policy][(picture.name, index)] = nme_interocular(faces[match].landmarks, points)
+    shared = set.intersection(*(set(e) for e in errors.values()))
+    rows = [
+        f"| policy | faces | NME mean | NME median | share above {THRESHOLD} |",
+        "|---|---|---|---|---|",
+    ]
+    for policy in policies:
+        values = np.array([e for key, e in errors[policy].items() if not common or key in shared])
+        if not len(values):
+            continue
+        rows.append(
+            f"| {name(policy)} | {len(values)} | {values.mean():.4f} | {np.median(values):.4f} | "
+            f"{100 * np.mean(values > THRESHOLD):.1f} % |"
+        )
+    return rows
+
+
 def load(path: Path) -> Picture:
     return Picture(path.name, decode_image(path.read_bytes(), 10**9))
 
@@ -240,7 +281,8 @@ def main() -> None:
     default = settings.default_upsample
     policies: list[Upsample] = [0, 1, 2, default] if default == AUTO else [0, 1, 2, AUTO]
 
-    singles = small_faces(args.limit)
+    photos = labelled_photos(args.limit)
+    singles = small_faces(photos)
     command = "python -m bench.detection" + ("" if args.timing else " --no-timing")
     report = [
         "## Detection policy: faces found and detection time",
@@ -284,6 +326,19 @@ def main() -> None:
         "Cost on larger photos",
         "Photos of 0.5 MP and more: auto resolves to 0, the same detector call as upsample=0.",
         cost_rows(detector, [load(path) for path in LARGE], max(repeats, 1) if args.timing else 0),
+    )
+    predictor = build_predictor(settings)
+    section(
+        f"Landmark accuracy on full-size helen_test photos ({len(photos)}, longer side 480 px)",
+        "Inter-ocular NME over the faces that every policy finds: the same faces, boxes from different "
+        "pyramid levels (the network was trained on upsample-0 boxes).",
+        accuracy_rows(predictor, photos, policies, common=True),
+    )
+    section(
+        "Landmark accuracy on the faces of 30-80 px each policy finds (alone)",
+        "Inter-ocular NME over each policy's own found faces: a 30 px face is a crop upsampled to the "
+        "network's input.",
+        accuracy_rows(predictor, singles, policies, common=False),
     )
     if args.write:
         write_section(args.write, "bench.detection", report)
