@@ -70,3 +70,15 @@ def test_budget_and_detection_limit_are_settings():
             response = post_file(client, PHOTOS / "bald_guys.jpg", params=params)
             assert response.status_code == 413
             assert response.json()["error"]["code"] == "too_many_pixels"
+
+
+def test_metrics_count_detections_by_upsampling(client):
+    def count() -> float:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith('landmarks_detections_by_upsample_total{upsample="1"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    before = count()
+    faces_and_upsample(client, PASCAL[0])
+    assert count() == before + 1
