@@ -9,8 +9,17 @@ import cv2
 
 from app.config import build_predictor, get_settings
 from app.inference import InferenceError
+from app.inference.detector import AUTO, MAX_UPSAMPLE, Upsample
 from app.inference.imaging import decode_image, encode_image
 from app.inference.render import draw_faces
+
+
+def _upsample(text: str) -> Upsample:
+    if text == AUTO:
+        return AUTO
+    if text.isdigit() and int(text) <= MAX_UPSAMPLE:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected {AUTO} or 0 to {MAX_UPSAMPLE}, got {text!r}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,7 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", type=Path, help="image files")
     predict.add_argument("--draw", type=Path, help="also write annotated copies into this folder")
     predict.add_argument("--model", type=Path, default=settings.model_path, help="checkpoint to use")
-    predict.add_argument("--upsample", type=int, choices=(0, 1, 2), default=settings.default_upsample)
+    predict.add_argument(
+        "--upsample",
+        type=_upsample,
+        default=settings.default_upsample,
+        metavar="{auto,0,1,2}",
+        help="detection policy: dlib upsampling 0-2, or auto, the highest within LANDMARKS_AUTO_SCAN_PIXELS "
+        "(default: LANDMARKS_DEFAULT_UPSAMPLE, auto)",
+    )
     predict.add_argument("--max-faces", type=int, default=None, help="keep at most this many, largest first")
     predict.add_argument("--indent", type=int, default=None, help="pretty-print the JSON")
     return parser
@@ -41,10 +57,12 @@ def predict(args: argparse.Namespace) -> int:
             failures += 1
             print(json.dumps({"file": str(path), "error": str(exc)}), file=sys.stderr)
             continue
-        faces = predictor.predict(image, args.upsample, args.max_faces)
+        upsample = predictor.detector.resolve_upsample(image.shape[1], image.shape[0], args.upsample)
+        faces = predictor.predict(image, upsample, args.max_faces)
         result = {
             "file": str(path),
             "image": {"width": image.shape[1], "height": image.shape[0]},
+            "detection": {"upsample": upsample},
             "faces": [face.to_dict() for face in faces],
             "model": {"name": predictor.name, "version": predictor.version},
         }

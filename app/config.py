@@ -2,12 +2,16 @@
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.inference import FaceDetector, LandmarkPredictor
+from app.inference.detector import DEFAULT_AUTO_SCAN_PIXELS, MAX_UPSAMPLE
+
+# What a request (or LANDMARKS_DEFAULT_UPSAMPLE) may ask for: a dlib upsampling level, or "auto".
+UpsamplePolicy = Literal["auto"] | Annotated[int, Field(ge=0, le=MAX_UPSAMPLE)]
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "landmarks.pt"
 
@@ -24,7 +28,18 @@ class Settings(BaseSettings):
         description="Most pixels the face detector may scan per request: width x height x 4^upsample "
         "(after detect_max_side); bounds the memory and time of one detection.",
     )
-    default_upsample: int = Field(0, ge=0, le=2, description="dlib upsampling when the query has none.")
+    default_upsample: UpsamplePolicy = Field(
+        "auto",
+        description="Detection policy when the query names none: 0-2 (dlib upsampling), or auto (the "
+        "highest upsampling whose scanned pixels stay within auto_scan_pixels).",
+    )
+    auto_scan_pixels: int = Field(
+        DEFAULT_AUTO_SCAN_PIXELS,
+        gt=0,
+        description="Budget of upsample=auto: most pixels it lets the detector scan, width x height x "
+        "4^upsample (capped at max_detect_pixels). 2,000,000: 500x375 photos get 1, photos of 0.5 MP and "
+        "more get 0.",
+    )
     detect_max_side: int = Field(
         0, ge=0, description="Detect on a copy whose longer side is at most this (0 = full resolution)."
     )
@@ -46,10 +61,19 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def build_detector(settings: Settings) -> FaceDetector:
+    """The face detector these settings describe (grayscale, max side, auto's scan budget)."""
+    return FaceDetector(
+        on_gray=settings.detect_on_gray,
+        max_side=settings.detect_max_side,
+        # auto never picks a level the detection limit would refuse.
+        auto_scan_pixels=min(settings.auto_scan_pixels, settings.max_detect_pixels),
+    )
+
+
 def build_predictor(settings: Settings, model_path: Path | None = None) -> LandmarkPredictor:
     """The predictor these settings describe (detector options, flip averaging), loading
     ``model_path`` or the configured checkpoint. Raises ModelLoadError for a bad checkpoint."""
-    detector = FaceDetector(on_gray=settings.detect_on_gray, max_side=settings.detect_max_side)
     return LandmarkPredictor.from_checkpoint(
-        model_path or settings.model_path, detector, flip_test_time=settings.flip_test_time
+        model_path or settings.model_path, build_detector(settings), flip_test_time=settings.flip_test_time
     )

@@ -110,3 +110,19 @@ def machine_description() -> str:
         f"{model}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
         f"torch {torch.__version__}, dlib {dlib.__version__}"
     )
+
+
+def write_section(path: Path, name: str, lines: list[str]) -> None:
+    """Store ``lines`` in the Markdown file ``path`` between the markers of section ``name``, replacing
+    that section if the file has it and appending it otherwise: each benchmark script rewrites its own
+    figures and leaves the others' alone."""
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    block = "\n".join([begin, *lines, end])
+    text = path.read_text() if path.exists() else ""
+    if begin in text and end in text:
+        before, rest = text.split(begin, 1)
+        text = before + block + rest.split(end, 1)[1]
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -38,6 +38,11 @@ FACES = Counter("landmarks_faces_detected_total", "Faces found in all processed 
 FACES_PER_IMAGE = Histogram(
     "landmarks_faces_per_image", "Faces found per processed image.", buckets=(0, 1, 2, 5, 10, 20, 50, 100)
 )
+DETECTIONS_BY_UPSAMPLE = Counter(
+    "landmarks_detections_by_upsample_total",
+    "Detections by the dlib upsampling they ran at (after resolving upsample=auto).",
+    ["upsample"],
+)
 REJECTED = Counter("landmarks_images_rejected_total", "Uploads rejected, by reason.", ["reason"])
 IN_FLIGHT = Gauge(
     "landmarks_requests_in_flight", "Landmark requests in progress.", multiprocess_mode="livesum"

@@ -62,14 +62,25 @@ class ModelRef(BaseModel):
     version: str
 
 
+class DetectionInfo(BaseModel):
+    upsample: int = Field(
+        ge=0,
+        le=2,
+        description="dlib upsampling the detection ran at: the query's 0-2, or what auto chose for this "
+        "image (the highest level whose width x height x 4^upsample fits LANDMARKS_AUTO_SCAN_PIXELS).",
+    )
+
+
 class LandmarksResponse(BaseModel):
     image: ImageSize
+    detection: DetectionInfo
     faces: list[FaceOut] = Field(description="Every face found, largest first; empty when none.")
     model: ModelRef
 
 
 class AlignResponse(BaseModel):
     image: ImageSize
+    detection: DetectionInfo
     size: int = Field(description="Side of every chip in pixels.")
     template: str = Field(description="arcface or dlib.")
     border: str = Field(

@@ -7,12 +7,20 @@ serialised with a lock; dlib holds the GIL anyway, so parallelism comes from pro
 
 import threading
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import dlib
 import numpy as np
 
 MAX_UPSAMPLE = 2
+AUTO = "auto"
+# An upsampling level (0 to MAX_UPSAMPLE), or AUTO: the highest level within the scan budget.
+Upsample = int | Literal["auto"]
+# Default scan budget of AUTO, in pixels (measured and justified in docs/PERFORMANCE.md): the 500x375
+# photos people send get upsample 1 (750,000 pixels scanned), thumbnails up to 125,000 pixels get 2, and
+# photos of 500,000 pixels and more (every phone or camera photo) stay at 0, as cheap as before.
+DEFAULT_AUTO_SCAN_PIXELS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -59,14 +67,18 @@ class FaceDetector:
     """dlib's HOG + linear SVM frontal face detector.
 
     ``on_gray`` runs detection on a grayscale copy; ``max_side`` (0 = off) detects on a copy whose
-    longer side is at most that many pixels and maps the boxes back.
+    longer side is at most that many pixels and maps the boxes back; ``auto_scan_pixels`` is the budget
+    of ``upsample="auto"`` (see :meth:`resolve_upsample`).
     """
 
-    def __init__(self, *, on_gray: bool = True, max_side: int = 0) -> None:
+    def __init__(
+        self, *, on_gray: bool = True, max_side: int = 0, auto_scan_pixels: int = DEFAULT_AUTO_SCAN_PIXELS
+    ) -> None:
         self._detector = dlib.get_frontal_face_detector()
         self._lock = threading.Lock()
         self.on_gray = on_gray
         self.max_side = max_side
+        self.auto_scan_pixels = auto_scan_pixels
 
     def _detection_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the copy dlib sees: the image, or its ``max_side`` reduction."""
@@ -81,6 +93,23 @@ class FaceDetector:
         detect_width, detect_height = self._detection_size(width, height)
         return detect_width * detect_height * 4**upsample
 
+    def resolve_upsample(self, width: int, height: int, upsample: Upsample) -> int:
+        """The upsampling level a detection of a ``width`` x ``height`` image runs at: ``upsample`` itself,
+        or for ``"auto"`` the highest level whose scanned pixels stay within ``auto_scan_pixels`` (0 when
+        even level 0 exceeds it: auto never costs more than level 0 on a large photo)."""
+        if upsample == AUTO:
+            return max(
+                (
+                    level
+                    for level in range(MAX_UPSAMPLE + 1)
+                    if self.scanned_pixels(width, height, level) <= self.auto_scan_pixels
+                ),
+                default=0,
+            )
+        if not isinstance(upsample, int) or not 0 <= upsample <= MAX_UPSAMPLE:
+            raise ValueError(f"upsample must be {AUTO!r} or between 0 and {MAX_UPSAMPLE}, got {upsample!r}")
+        return upsample
+
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """The array dlib sees and the factor that maps its boxes back to ``image``."""
         height, width = image.shape[:2]
@@ -93,10 +122,10 @@ class FaceDetector:
             image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         return np.ascontiguousarray(image), 1.0 / scale
 
-    def detect(self, image: np.ndarray, upsample: int = 0) -> list[Detection]:
-        """Faces in an RGB (or grayscale) ``uint8`` image, largest first."""
-        if not 0 <= upsample <= MAX_UPSAMPLE:
-            raise ValueError(f"upsample must be between 0 and {MAX_UPSAMPLE}, got {upsample}")
+    def detect(self, image: np.ndarray, upsample: Upsample = 0) -> list[Detection]:
+        """Faces in an RGB (or grayscale) ``uint8`` image, largest first. ``upsample="auto"`` runs at
+        :meth:`resolve_upsample`'s level; callers that report the level resolve it first."""
+        upsample = self.resolve_upsample(image.shape[1], image.shape[0], upsample)
         prepared, back = self._prepare(image)
         with self._lock:
             rects, scores, _ = self._detector.run(prepared, upsample, 0.0)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from app.inference.checkpoint import LoadedModel, Stage, load_checkpoint
-from app.inference.detector import Box, Detection, FaceDetector
+from app.inference.detector import Box, Detection, FaceDetector, Upsample
 from app.inference.geometry import Frame, crop_frame, landmark_frame
 from app.inference.landmarks import FLIP_PERMUTATION
 from app.inference.model import ServedOutputs
@@ -168,7 +168,7 @@ class LandmarkPredictor:
     def version(self) -> str:
         return self.model.version
 
-    def detect(self, image: np.ndarray, upsample: int = 0) -> list[Detection]:
+    def detect(self, image: np.ndarray, upsample: Upsample = 0) -> list[Detection]:
         return self.detector.detect(image, upsample)
 
     def crops(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
@@ -208,8 +208,9 @@ class LandmarkPredictor:
             for i, (d, p) in enumerate(zip(detections, points, strict=True))
         ]
 
-    def predict(self, image: np.ndarray, upsample: int = 0, max_faces: int | None = None) -> list[Face]:
-        """Every face in an RGB image, largest first (at most ``max_faces``)."""
+    def predict(self, image: np.ndarray, upsample: Upsample = 0, max_faces: int | None = None) -> list[Face]:
+        """Every face in an RGB image, largest first (at most ``max_faces``). ``upsample`` may be
+        ``"auto"``; ``self.detector.resolve_upsample`` tells which level that is for an image."""
         detections = self.detect(image, upsample)
         if max_faces is not None:
             detections = detections[:max_faces]

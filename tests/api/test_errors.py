@@ -89,7 +89,15 @@ def test_two_files_are_422(client):
 
 
 @pytest.mark.parametrize(
-    "params", [{"upsample": 3}, {"upsample": -1}, {"upsample": "x"}, {"max_faces": 0}, {"max_faces": 10**6}]
+    "params",
+    [
+        {"upsample": 3},
+        {"upsample": -1},
+        {"upsample": "x"},
+        {"upsample": "AUTO"},
+        {"max_faces": 0},
+        {"max_faces": 10**6},
+    ],
 )
 def test_out_of_range_parameters_are_422(client, params):
     error = assert_error(upload(client, face_jpeg(), params=params), 422, "validation_error")

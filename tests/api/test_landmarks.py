@@ -80,9 +80,10 @@ def test_max_faces_keeps_the_largest(client):
 
 def test_upsample_finds_smaller_faces(client):
     path = PHOTOS / "2008_007676.jpg"
-    default = post_file(client, path).json()["faces"]
-    upsampled = post_file(client, path, params={"upsample": 1}).json()["faces"]
-    assert len(upsampled) > len(default)
+    plain = post_file(client, path, params={"upsample": 0}).json()
+    upsampled = post_file(client, path, params={"upsample": 1}).json()
+    assert len(upsampled["faces"]) > len(plain["faces"])
+    assert plain["detection"] == {"upsample": 0} and upsampled["detection"] == {"upsample": 1}
 
 
 def test_model_block_names_the_served_checkpoint(client):

@@ -20,7 +20,7 @@ from app.api.budget import PixelBudget
 from app.api.deps import PixelBudgetDep, PredictorDep, SettingsDep
 from app.api.errors import ApiError
 from app.api.schemas import AlignResponse, ErrorResponse, LandmarksResponse
-from app.config import Settings
+from app.config import Settings, UpsamplePolicy
 from app.inference import (
     Face,
     FaceDetector,
@@ -73,12 +73,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 Upsample = Annotated[
-    int | None,
+    UpsamplePolicy | None,
     Query(
-        ge=0,
-        le=2,
-        description="dlib upsampling: 1 finds faces down to ~40 px, at ~4x the cost. "
-        "Default: LANDMARKS_DEFAULT_UPSAMPLE (0).",
+        description="Detection policy. 0, 1 or 2: dlib's upsampling; 0 finds faces of ~80 px and more, "
+        "1 down to ~40 px at ~4x the detection time, 2 down to ~20 px at ~16x. auto: the highest of "
+        "these whose scanned pixels (width x height x 4^upsample) stay within LANDMARKS_AUTO_SCAN_PIXELS "
+        "(default 2,000,000: a 500x375 photo gets 1, photos of 0.5 MP and more get 0). The response "
+        "says which was used (detection.upsample). Default: LANDMARKS_DEFAULT_UPSAMPLE (auto).",
     ),
 ]
 MaxFaces = Annotated[
@@ -142,10 +143,11 @@ def run_pipeline(
     data: bytes,
     content_type: str | None,
     settings: Settings,
-    upsample: int,
+    policy: UpsamplePolicy,
     max_faces: int | None,
-) -> tuple[np.ndarray, list[Face]]:
-    """Decode, detect, regress; each stage timed. Runs in a worker thread."""
+) -> tuple[np.ndarray, list[Face], int]:
+    """Decode, detect, regress; each stage timed. Runs in a worker thread. Returns the image, its faces
+    and the upsampling the detection ran at (``policy`` resolved for this image)."""
     t0 = time.perf_counter()
     try:
         image = decode_image(data, settings.max_pixels)
@@ -156,6 +158,7 @@ def run_pipeline(
                 f"content type {content_type!r} is not an image; send one of {', '.join(SUPPORTED_FORMATS)}"
             ) from exc
         raise
+    upsample = predictor.detector.resolve_upsample(image.shape[1], image.shape[0], policy)
     check_detection_budget(image, predictor.detector, settings, upsample)
     t1 = time.perf_counter()
     detections = predictor.detect(image, upsample)[:max_faces]
@@ -165,9 +168,10 @@ def run_pipeline(
     metrics.STAGE_LATENCY.labels(stage="decode").observe(t1 - t0)
     metrics.STAGE_LATENCY.labels(stage="detect").observe(t2 - t1)
     metrics.STAGE_LATENCY.labels(stage="regress").observe(t3 - t2)
+    metrics.DETECTIONS_BY_UPSAMPLE.labels(upsample=str(upsample)).inc()
     metrics.FACES.inc(len(detections))
     metrics.FACES_PER_IMAGE.observe(len(detections))
-    return image, faces
+    return image, faces, upsample
 
 
 def announced_pixels(data: bytes, max_pixels: int) -> int:
@@ -199,16 +203,17 @@ async def _processed(
     predictor: LandmarkPredictor,
     settings: Settings,
     budget: PixelBudget,
-    upsample: int | None,
+    upsample: UpsamplePolicy | None,
     max_faces: int | None,
-) -> AsyncIterator[tuple[np.ndarray, list[Face]]]:
-    """The decoded image and its faces, its pixels held in the worker's budget until the caller is done."""
+) -> AsyncIterator[tuple[np.ndarray, list[Face], int]]:
+    """The decoded image, its faces and the upsampling used, its pixels held in the worker's budget until
+    the caller is done."""
     data, content_type = await read_upload(request, settings)
-    chosen_upsample = settings.default_upsample if upsample is None else upsample
+    policy = settings.default_upsample if upsample is None else upsample
     weight = await to_thread.run_sync(announced_pixels, data, settings.max_pixels)
     async with budget.hold(weight):
         yield await to_thread.run_sync(
-            run_pipeline, predictor, data, content_type, settings, chosen_upsample, max_faces
+            run_pipeline, predictor, data, content_type, settings, policy, max_faces
         )
 
 
@@ -227,14 +232,20 @@ async def landmarks(
     upsample: Upsample = None,
     max_faces: MaxFaces = None,
 ) -> Response:
-    async with _processed(request, predictor, settings, budget, upsample, max_faces) as (image, faces):
-        return faces_response(image, predictor, [face.to_dict() for face in faces])
+    processed = _processed(request, predictor, settings, budget, upsample, max_faces)
+    async with processed as (image, faces, used_upsample):
+        faces_json = [face.to_dict() for face in faces]
+        return faces_response(image, predictor, faces_json, detection={"upsample": used_upsample})
 
 
 @router.post(
     "/render",
     responses={
-        200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The annotated photo"},
+        200: {
+            "content": {"image/png": {}, "image/jpeg": {}},
+            "description": "The annotated photo; headers X-Faces (faces drawn) and X-Detection-Upsample "
+            "(the upsampling the detection ran at)",
+        },
         **ERRORS,
     },
     response_class=Response,
@@ -251,12 +262,13 @@ async def render(
     format: Annotated[Literal["png", "jpeg"] | None, Query(description="Default: jpeg.")] = None,
 ) -> Response:
     fmt = format or settings.render_format
-    async with _processed(request, predictor, settings, budget, upsample, max_faces) as (image, faces):
+    processed = _processed(request, predictor, settings, budget, upsample, max_faces)
+    async with processed as (image, faces, used_upsample):
         encoded = await to_thread.run_sync(lambda: encode_image(draw_faces(image, faces), fmt))
     return Response(
         encoded,
         media_type=f"image/{fmt}",
-        headers={"X-Faces": str(len(faces))},
+        headers={"X-Faces": str(len(faces)), "X-Detection-Upsample": str(used_upsample)},
     )
 
 
@@ -309,6 +321,13 @@ async def align(
         ),
     ] = "black",
 ) -> Response:
-    async with _processed(request, predictor, settings, budget, upsample, max_faces) as (image, faces):
+    processed = _processed(request, predictor, settings, budget, upsample, max_faces)
+    async with processed as (image, faces, used_upsample):
         chips = await to_thread.run_sync(aligned_faces, image, faces, size, template, border)
-        return faces_response(image, predictor, chips, size=size, template=template, border=border)
+        extra = {
+            "detection": {"upsample": used_upsample},
+            "size": size,
+            "template": template,
+            "border": border,
+        }
+        return faces_response(image, predictor, chips, **extra)
