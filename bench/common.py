@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -110,3 +111,16 @@ def machine_description() -> str:
         f"{model}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
         f"torch {torch.__version__}, dlib {dlib.__version__}"
     )
+
+
+def multipart_body(field: str, paths: list[Path]) -> tuple[bytes, str]:
+    """A multipart/form-data body with each file in ``field``, and its content type."""
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{path.name}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n".encode()
+        + path.read_bytes()
+        + b"\r\n"
+        for path in paths
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"

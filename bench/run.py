@@ -11,7 +11,6 @@ import importlib.util
 import json
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import cv2
@@ -22,7 +21,8 @@ import torch
 from app.config import Settings, build_predictor
 from app.inference import LandmarkPredictor
 from app.inference.imaging import decode_image
-from bench.common import DATA, REPO, Server, machine_description, percentile
+from bench import batch
+from bench.common import DATA, REPO, Server, machine_description, multipart_body, percentile
 
 ONE_FACE = DATA / "samples" / "photos" / "Tom_Cruise_avp_2014_4.jpg"
 GROUP = DATA / "samples" / "photos" / "bald_guys.jpg"
@@ -68,13 +68,7 @@ def ms(seconds: float) -> str:
 
 
 def multipart(path: Path) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
-        f"Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    body = head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+    return multipart_body("image", [path])
 
 
 class Client:
@@ -280,6 +274,7 @@ def main() -> None:
     tp_rows, scaling, memory = throughput(args.seconds)
     section(f"Throughput, {ONE_FACE.name}, a new connection per request", tp_rows)
     section("Memory", memory)
+    section(batch.TITLE, batch.section(args.repeats))
 
     checks = [
         ("one-face photo p50 <= 1.2x raw dlib", ratios[ONE_FACE.name], ratios[ONE_FACE.name] <= 1.2),
