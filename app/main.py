@@ -17,7 +17,7 @@ from anyio import to_thread
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.auth import load_api_keys, require_api_key
+from app.api.auth import UNAUTHORIZED, load_api_keys, require_api_key
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.api.routes import batch, health, landmarks, meta
@@ -114,10 +114,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = load_api_keys(settings)
     # With API keys on, the client routes need one (and OpenAPI declares the schemes); health, metrics
     # and the docs stay open.
-    client_auth = [Depends(require_api_key)] if app.state.api_keys else []
-    app.include_router(landmarks.router, dependencies=client_auth)
-    app.include_router(batch.router, dependencies=client_auth)
-    app.include_router(meta.model_router, dependencies=client_auth)
+    keys_on = bool(app.state.api_keys)
+    protected = {"dependencies": [Depends(require_api_key)], "responses": UNAUTHORIZED} if keys_on else {}
+    app.include_router(landmarks.router, **protected)
+    app.include_router(batch.router, **protected)
+    app.include_router(meta.model_router, **protected)
     app.include_router(health.router)
     app.include_router(meta.router)
     app.add_middleware(

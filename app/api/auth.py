@@ -9,12 +9,13 @@ runs before a route reads the body.
 import hashlib
 import hmac
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.errors import ApiError
+from app.api.schemas import ErrorResponse
 from app.config import Settings
 
 # Hex characters of a key's SHA-256 digest that name it in the access log.
@@ -26,6 +27,14 @@ BEARER = HTTPBearer(
 API_KEY_HEADER = APIKeyHeader(
     name="X-API-Key", auto_error=False, scheme_name="apiKey", description="The same key in `X-API-Key`."
 )
+
+# Documented on the protected routes when keys are on.
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorResponse,
+        "description": "unauthorized: no API key, or an unknown one (with WWW-Authenticate: Bearer)",
+    }
+}
 
 
 def _digest(key: str) -> bytes:

@@ -89,6 +89,7 @@ def test_openapi_declares_the_schemes_on_the_protected_operations_only(keyed, cl
         for operation in operations.values():
             protected = path.startswith("/landmarks") or path == "/model"
             assert (operation.get("security") == [{"bearer": []}, {"apiKey": []}]) == protected, path
+            assert ("401" in operation["responses"]) == protected, path
     # Keys off (the default): nothing is declared and nothing needs a key.
     assert "securitySchemes" not in client.get("/openapi.json").json().get("components", {})
     assert post_face(client).status_code == 200

@@ -30,17 +30,13 @@ from app.inference.render import draw_faces
 
 router = APIRouter(prefix="/landmarks", tags=["landmarks"])
 
+# Both request bodies, multipart and JSON (the name is the one routes know).
 UPLOAD_BODY = IMAGE_BODY
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": ErrorResponse,
         "description": "invalid_image: undecodable or truncated file, or bad base64; "
         "invalid_request: malformed multipart body",
-    },
-    401: {
-        "model": ErrorResponse,
-        "description": "unauthorized: API keys are on and the request has no valid one "
-        "(with WWW-Authenticate: Bearer)",
     },
     413: {
         "model": ErrorResponse,
