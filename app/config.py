@@ -2,10 +2,10 @@
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.inference import FaceDetector, LandmarkPredictor
 from app.inference.detector import DEFAULT_AUTO_SCAN_PIXELS, MAX_UPSAMPLE
@@ -54,6 +54,27 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(1, ge=0, description="Retry-After sent with an overload 503.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     render_format: Literal["png", "jpeg"] = Field("jpeg", description="Default image format of /render.")
+    max_batch: int = Field(16, ge=1, le=256, description="Most images in one POST /landmarks/batch.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys; when any is set (here or in api_keys_file), every "
+        "/landmarks* route and /model need one.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file of API keys, one per line (a mounted secret); read once at start-up."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins browsers may call the API from ('*' for any); empty = no CORS.",
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        """``a, b,`` from the environment -> ``["a", "b"]`` (blanks dropped); lists pass through."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 @lru_cache

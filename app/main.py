@@ -14,12 +14,14 @@ from contextlib import asynccontextmanager
 import cv2
 import torch
 from anyio import to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
+from app.api.auth import UNAUTHORIZED, load_api_keys, require_api_key
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
-from app.api.routes import health, landmarks, meta
+from app.api.routes import batch, health, landmarks, meta
 from app.config import Settings, build_predictor, get_settings
 from app.logging_setup import configure_logging
 from app.web.routes import install_page
@@ -112,7 +114,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     app.state.not_ready_reason = "model not loaded yet"
     install_error_handlers(app)
-    app.include_router(landmarks.router)
+    app.state.api_keys = load_api_keys(settings)
+    # With API keys on, the client routes need one (and OpenAPI declares the schemes); health, metrics
+    # and the docs stay open.
+    keys_on = bool(app.state.api_keys)
+    protected = {"dependencies": [Depends(require_api_key)], "responses": UNAUTHORIZED} if keys_on else {}
+    app.include_router(landmarks.router, **protected)
+    app.include_router(batch.router, **protected)
+    app.include_router(meta.model_router, **protected)
     app.include_router(health.router)
     app.include_router(meta.router)
     install_page(app)
@@ -122,6 +131,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_in_flight=settings.max_in_flight,
         retry_after_seconds=settings.retry_after_seconds,
     )
+    if settings.cors_origins:
+        # Outermost, so that every answer (the middleware's own 413 and 503 too) carries the CORS
+        # headers a browser needs to read it.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Faces",
+                "X-Detection-Upsample",
+                "Retry-After",
+                "WWW-Authenticate",
+            ],
+            max_age=600,
+        )
     return app
 
 

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import cv2
@@ -23,7 +22,8 @@ import torch
 from app.config import Settings, build_predictor
 from app.inference import LandmarkPredictor
 from app.inference.imaging import decode_image
-from bench.common import DATA, Server, machine_description, percentile, write_section
+from bench import batch
+from bench.common import DATA, Server, machine_description, multipart_body, percentile, write_section
 
 ONE_FACE = DATA / "samples" / "photos" / "Tom_Cruise_avp_2014_4.jpg"
 GROUP = DATA / "samples" / "photos" / "bald_guys.jpg"
@@ -69,13 +69,7 @@ def ms(seconds: float) -> str:
 
 
 def multipart(path: Path) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
-        f"Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    body = head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+    return multipart_body("image", [path])
 
 
 class Client:
@@ -286,6 +280,7 @@ def main() -> None:
     tp_rows, scaling, memory = throughput(args.seconds)
     section(f"Throughput, {ONE_FACE.name}, a new connection per request", tp_rows)
     section("Memory", memory)
+    section(batch.TITLE, batch.section(args.repeats))
 
     checks = [
         (

@@ -9,7 +9,7 @@ runs alone.
 """
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -57,3 +57,18 @@ class PixelBudget:
         finally:
             self.in_use -= weight
             self._grant_waiters()
+
+
+def fitting_groups(weights: Sequence[int], capacity: int) -> list[list[int]]:
+    """The indices of ``weights``, in order, cut into runs whose weights add up to at most ``capacity``
+    (a weight over it forms a run of its own): the parts of a batch that may hold the budget at once."""
+    groups: list[list[int]] = []
+    total = 0
+    for index, weight in enumerate(weights):
+        if groups and total + weight <= capacity:
+            groups[-1].append(index)
+            total += weight
+        else:
+            groups.append([index])
+            total = weight
+    return groups

@@ -28,6 +28,7 @@ STATUS_BY_ERROR: dict[type[InferenceError], int] = {
 
 CODE_BY_STATUS = {
     400: "bad_request",
+    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
@@ -61,17 +62,28 @@ def _json_safe(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors]
 
 
+def _inference_status(exc: InferenceError) -> int:
+    status = STATUS_BY_ERROR.get(type(exc), 500)
+    if status < 500:
+        metrics.REJECTED.labels(reason=exc.code).inc()
+    return status
+
+
+def item_error(exc: InferenceError) -> dict[str, Any]:
+    """The error object of one image of a batch: the code, message and status that the single-image
+    route would have answered for it."""
+    return {"code": exc.code, "message": exc.message, "status": _inference_status(exc)}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InferenceError)
     async def _inference_error(_: Request, exc: InferenceError) -> JSONResponse:
-        status = STATUS_BY_ERROR.get(type(exc), 500)
-        if status < 500:
-            metrics.REJECTED.labels(reason=exc.code).inc()
+        status = _inference_status(exc)
         return error_response(status, exc.code, exc.message)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        if exc.status in (400, 413, 415, 422):
+        if exc.status in (400, 401, 413, 415, 422):
             metrics.REJECTED.labels(reason=exc.code).inc()
         return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
 

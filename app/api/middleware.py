@@ -18,6 +18,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 
 from app.api import metrics
+from app.api.bodies import is_json, json_body_limit
 from app.api.errors import error_body
 from app.logging_setup import request_id_var
 
@@ -61,6 +62,7 @@ class RequestContextMiddleware:
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes + MULTIPART_OVERHEAD
+        self.max_json_body_bytes = json_body_limit(max_body_bytes)  # base64 is a third larger
         self.max_upload_bytes = max_body_bytes
         self.max_in_flight = max_in_flight
         self.retry_after_seconds = retry_after_seconds
@@ -86,6 +88,7 @@ class RequestContextMiddleware:
             "counted": False,
         }
         limited = scope["method"] == "POST" and scope["path"].startswith(self.limited_prefix)
+        max_body = self.max_json_body_bytes if is_json(headers.get("content-type")) else self.max_body_bytes
 
         async def send_with_id(message: Message) -> None:
             if state["too_large"] or state["overloaded"]:
@@ -101,7 +104,7 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 state["body_bytes"] += len(message.get("body", b""))
-                if state["body_bytes"] > self.max_body_bytes:
+                if state["body_bytes"] > max_body:
                     state["too_large"] = True
                     raise _BodyTooLarge
                 if limited and not message.get("more_body", False) and not state["counted"]:
@@ -116,7 +119,7 @@ class RequestContextMiddleware:
 
         try:
             declared = headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self.max_body_bytes:
+            if declared.isdigit() and int(declared) > max_body:
                 if headers.get("expect", "").lower() != "100-continue":
                     await self._drain(receive, int(declared))
                 state["too_large"] = True
@@ -215,5 +218,7 @@ class RequestContextMiddleware:
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 2),
                 "bytes_in": state["body_bytes"],
+                # Set by the API-key check: a short hash that names the key, never the key.
+                "api_key": scope.get("state", {}).get("api_key_id"),
             },
         )

@@ -3,6 +3,7 @@ checkpoint has an error head, an estimate of their error)."""
 
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,46 +176,86 @@ class LandmarkPredictor:
         """(N, S, S, C) uint8 crops of the boxes exactly as they are (the first stage's input)."""
         return self.stages[0].crops(image, [Frame.from_box(b) for b in boxes])
 
-    def estimate(self, image: np.ndarray, boxes: list[Box]) -> tuple[np.ndarray, np.ndarray | None]:
-        """((N, 68, 2) landmarks in original-image pixels, (N,) expected NME (box) or None) for the
-        given boxes, through every stage of the cascade."""
+    def estimate_many(
+        self, images: Sequence[np.ndarray], boxes: Sequence[list[Box]]
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """For each image and its boxes: ((N, 68, 2) landmarks in original-image pixels, (N,) expected
+        NME (box) or None), through every stage of the cascade. The crops of all images go through each
+        stage's network together."""
+        flat = [box for found in boxes for box in found]
+        ends = np.cumsum([len(found) for found in boxes])
+        runs = [
+            (i, int(end) - len(found), int(end))
+            for i, (found, end) in enumerate(zip(boxes, ends, strict=True))
+        ]
         num_points = self.model.output_config.num_points
-        if not boxes:
-            return np.zeros((0, num_points, 2)), None
+        if not flat:
+            return [(np.zeros((0, num_points, 2)), None) for _ in images]
         points: np.ndarray | None = None
         log_error: np.ndarray | None = None
         frames: list[Frame] = []
         for stage in self.stages:
-            frames = stage.frames(boxes, points)
-            normalised, log_error = stage.regress(stage.crops(image, frames))
+            frames = stage.frames(flat, points)
+            # Boxes come image after image, so each image's frames are one contiguous run.
+            crops = np.concatenate(
+                [stage.crops(images[i], frames[first:last]) for i, first, last in runs if last > first]
+            )
+            normalised, log_error = stage.regress(crops)
             points = np.stack([f.to_image(p) for f, p in zip(frames, normalised, strict=True)])
         assert points is not None
-        if log_error is None:
-            return points, None
-        # The error head predicts NME relative to its frame's side: rescale to the box's sqrt(W x H).
-        sides = np.array([np.sqrt(f.width * f.height) for f in frames])
-        box_sides = np.array([np.sqrt(b.width * b.height) for b in boxes])
-        return points, np.exp(log_error) * sides / box_sides
+        errors = None
+        if log_error is not None:
+            # The error head predicts NME relative to its frame's side: rescale to the box's sqrt(W x H).
+            sides = np.array([np.sqrt(f.width * f.height) for f in frames])
+            box_sides = np.array([np.sqrt(b.width * b.height) for b in flat])
+            errors = np.exp(log_error) * sides / box_sides
+        return [(points[a:b], None if errors is None else errors[a:b]) for _, a, b in runs]
+
+    def estimate(self, image: np.ndarray, boxes: list[Box]) -> tuple[np.ndarray, np.ndarray | None]:
+        """``estimate_many`` for one image."""
+        return self.estimate_many([image], [boxes])[0]
 
     def landmarks_for_boxes(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
         """(N, 68, 2) landmarks in original-image pixels for the given boxes."""
         return self.estimate(image, boxes)[0]
 
-    def faces(self, image: np.ndarray, detections: list[Detection]) -> list[Face]:
-        """A Face (box, score, landmarks, error estimate) for each detection."""
-        points, errors = self.estimate(image, [d.box for d in detections])
+    def faces_many(
+        self, images: Sequence[np.ndarray], detections: Sequence[list[Detection]]
+    ) -> list[list[Face]]:
+        """A Face (box, score, landmarks, pose, error estimate) for each detection of each image."""
+        estimates = self.estimate_many(images, [[d.box for d in found] for found in detections])
         return [
-            Face(d.box, d.score, p, head_pose(p), None if errors is None else float(errors[i]))
-            for i, (d, p) in enumerate(zip(detections, points, strict=True))
+            [
+                Face(d.box, d.score, p, head_pose(p), None if errors is None else float(errors[i]))
+                for i, (d, p) in enumerate(zip(found, points, strict=True))
+            ]
+            for found, (points, errors) in zip(detections, estimates, strict=True)
         ]
+
+    def faces(self, image: np.ndarray, detections: list[Detection]) -> list[Face]:
+        """``faces_many`` for one image."""
+        return self.faces_many([image], [detections])[0]
 
     def predict(self, image: np.ndarray, upsample: Upsample = 0, max_faces: int | None = None) -> list[Face]:
         """Every face in an RGB image, largest first (at most ``max_faces``). ``upsample`` may be
         ``"auto"``; ``self.detector.resolve_upsample`` tells which level that is for an image."""
-        detections = self.detect(image, upsample)
-        if max_faces is not None:
-            detections = detections[:max_faces]
-        return self.faces(image, detections)
+        return self.predict_many([image], upsample, max_faces)[0]
+
+    def predict_many(
+        self,
+        images: Sequence[np.ndarray],
+        upsample: Upsample | Sequence[int] = 0,
+        max_faces: int | None = None,
+    ) -> list[list[Face]]:
+        """``predict`` for each image, in order, with the faces of all images through the networks
+        together (the per-call cost is paid once, and crops of different images share forward passes).
+        ``upsample`` is one policy for all images or one level per image."""
+        levels = list(upsample) if isinstance(upsample, Sequence) and not isinstance(upsample, str) else None
+        detections = [
+            self.detect(image, upsample if levels is None else levels[i])[:max_faces]
+            for i, image in enumerate(images)
+        ]
+        return self.faces_many(images, detections)
 
     def warm_up(self) -> None:
         """One detection and one forward pass, so the first real request pays no start-up costs."""

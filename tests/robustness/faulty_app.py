@@ -7,6 +7,7 @@ image takes the real path unchanged.
 """
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from tests.robustness.fault_widths import (
 )
 
 _real_detect = FaceDetector.detect
-_real_estimate = LandmarkPredictor.estimate
+_real_estimate_many = LandmarkPredictor.estimate_many
 
 
 def _detect(self: FaceDetector, image: np.ndarray, upsample: int = 0) -> list[Detection]:
@@ -35,18 +36,18 @@ def _detect(self: FaceDetector, image: np.ndarray, upsample: int = 0) -> list[De
     return _real_detect(self, image, upsample)
 
 
-def _estimate(
-    self: LandmarkPredictor, image: np.ndarray, boxes: list[Box]
-) -> tuple[np.ndarray, np.ndarray | None]:
-    if image.shape[1] == RAISE_IN_NETWORK_WIDTH:
+def _estimate_many(
+    self: LandmarkPredictor, images: Sequence[np.ndarray], boxes: Sequence[list[Box]]
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    if any(image.shape[1] == RAISE_IN_NETWORK_WIDTH for image in images):
         # A crop far smaller than the network's input: torch itself raises from inside a convolution.
         with torch.inference_mode():
             self.model.network(torch.zeros(1, 3, 4, 4))
-    return _real_estimate(self, image, boxes)
+    return _real_estimate_many(self, images, boxes)
 
 
 FaceDetector.detect = _detect  # type: ignore[method-assign]
-LandmarkPredictor.estimate = _estimate  # type: ignore[method-assign]
+LandmarkPredictor.estimate_many = _estimate_many  # type: ignore[method-assign]
 
 from app.main import app  # noqa: E402  (after the patches, which are what this module is for)
 

@@ -2,7 +2,7 @@
 
 import anyio
 
-from app.api.budget import PixelBudget
+from app.api.budget import PixelBudget, fitting_groups
 
 
 def test_small_holds_share_the_budget_and_a_large_one_waits_for_it_to_empty():
@@ -55,3 +55,10 @@ def test_a_cancelled_waiter_gives_its_place_to_the_next():
         assert order == ["next"] and budget.in_use == 0 and not budget._waiters
 
     anyio.run(main)
+
+
+def test_a_batch_is_cut_into_consecutive_groups_that_fit_the_budget():
+    assert fitting_groups([], 10) == []
+    assert fitting_groups([3, 3, 3, 3], 10) == [[0, 1, 2], [3]]
+    assert fitting_groups([4, 20, 4, 4], 10) == [[0], [1], [2, 3]]  # one over the capacity goes alone
+    assert fitting_groups([0, 0, 10], 10) == [[0, 1, 2]]

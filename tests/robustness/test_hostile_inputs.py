@@ -7,6 +7,9 @@ here (tests/robustness/inputs.py). tests/api/test_errors.py checks single errors
 whole table over real HTTP, with the memory and the next request checked too.
 """
 
+import base64
+import json
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.api.schemas import LandmarksResponse
+from app.api.bodies import json_body_limit
+from app.api.schemas import BatchResponse, LandmarksResponse
 from tests.conftest import LFPW, LiveServer
 from tests.robustness import inputs
 from tests.robustness.live import MiB, RawResponse, assert_json_error, rss_bytes, slow_chunked_upload
@@ -54,6 +58,27 @@ def raw(body: bytes, content_type: str | None, path: str = "/landmarks") -> Send
 
 def multipart(parts: list[tuple[str, str | None, str | None, bytes]]) -> Send:
     return raw(inputs.multipart_body(BOUNDARY, parts), f"multipart/form-data; boundary={BOUNDARY}")
+
+
+def batch_files(parts: list[tuple[str, str | None, str | None, bytes]]) -> Send:
+    return raw(
+        inputs.multipart_body(BOUNDARY, parts),
+        f"multipart/form-data; boundary={BOUNDARY}",
+        "/landmarks/batch",
+    )
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def json_body(body: object, path: str = "/landmarks") -> Send:
+    return raw(json.dumps(body).encode(), "application/json", path)
+
+
+def as_json(data: bytes, data_url_type: str | None = None) -> Send:
+    prefix = f"data:{data_url_type};base64," if data_url_type else ""
+    return json_body({"image": prefix + b64(data)})
 
 
 JPEG = inputs.small_jpeg()
@@ -130,7 +155,12 @@ CASES: list[Hostile] = [
     # The form itself
     Hostile("no body, no content type", raw(b"", None), 415, "unsupported_media_type"),
     Hostile("non-multipart body (raw JPEG)", raw(JPEG, "image/jpeg"), 415, "unsupported_media_type"),
-    Hostile("JSON body", raw(b'{"image": "aGVsbG8="}', "application/json"), 415, "unsupported_media_type"),
+    Hostile(
+        "url-encoded form",
+        raw(b"image=aGVsbG8%3D", "application/x-www-form-urlencoded"),
+        415,
+        "unsupported_media_type",
+    ),
     Hostile(
         "empty multipart body", raw(b"", f"multipart/form-data; boundary={BOUNDARY}"), 422, "validation_error"
     ),
@@ -190,6 +220,101 @@ CASES: list[Hostile] = [
     ),
     # Size: announced too large (answered at once) and too large without announcing it
     Hostile("upload over the byte limit", upload(JPEG + b"\0" * UPLOAD_LIMIT), 413, "payload_too_large"),
+    # Base64 in JSON: the same answers as the multipart file, and the JSON's own 422s
+    Hostile("JSON: base64 of text", as_json(b"hello, world\n" * 50), 400, "invalid_image"),
+    Hostile("JSON: not base64", json_body({"image": "not base64 at all!"}), 400, "invalid_image"),
+    Hostile("JSON: empty string", json_body({"image": ""}), 400, "invalid_image"),
+    Hostile(
+        "JSON: data URL declaring text",
+        json_body({"image": "data:text/plain;base64," + b64(b"hello, world\n" * 50)}),
+        415,
+        "unsupported_media_type",
+    ),
+    Hostile(
+        "JSON: PNG header claiming 30000x30000",
+        as_json(inputs.png_claiming(30000, 30000)),
+        413,
+        "too_many_pixels",
+    ),
+    Hostile(
+        "JSON: base64 that would decode past the byte limit (not decoded: it is no base64)",
+        json_body({"image": "A" * (UPLOAD_LIMIT // 3 * 4 + 8) + "!"}),
+        413,
+        "payload_too_large",
+    ),
+    Hostile(
+        "JSON: body over the limit for JSON",
+        json_body({"image": "A" * (2 * UPLOAD_LIMIT)}),
+        413,
+        "payload_too_large",
+    ),
+    Hostile("JSON: data URL of a 16-bit PNG", as_json(inputs.png_16bit(), "image/png"), 200, size=(64, 48)),
+    Hostile(
+        "JSON: base64 with line breaks every 76 characters",
+        json_body({"image": "\r\n".join(textwrap.wrap(b64(JPEG), 76))}),
+        200,
+        size=(96, 80),
+    ),
+    Hostile(
+        "JSON: URL-safe base64 without padding",
+        json_body({"image": base64.urlsafe_b64encode(PNG).decode().rstrip("=")}),
+        200,
+        size=(96, 80),
+    ),
+    Hostile("JSON: malformed", raw(b'{"image": "aGVsbG8=', "application/json"), 422, "validation_error"),
+    Hostile("JSON: not UTF-8", raw(b'{"image": "\xff\xfe"}', "application/json"), 422, "validation_error"),
+    Hostile("JSON: nested 100000 deep", raw(b"[" * 100_000, "application/json"), 422, "validation_error"),
+    Hostile("JSON: an array", json_body([b64(JPEG)]), 422, "validation_error"),
+    Hostile("JSON: image is a number", json_body({"image": 12}), 422, "validation_error"),
+    Hostile("JSON: missing image", json_body({"photo": b64(JPEG)}), 422, "validation_error"),
+    Hostile("JSON: unknown field", json_body({"image": b64(JPEG), "upsample": 1}), 422, "validation_error"),
+    # The batch: a bad image is an error in its result (tested apart); these fail the request
+    Hostile(
+        "batch: raw JPEG body", raw(JPEG, "image/jpeg", "/landmarks/batch"), 415, "unsupported_media_type"
+    ),
+    Hostile("batch: empty list", json_body({"images": []}, "/landmarks/batch"), 422, "validation_error"),
+    Hostile(
+        "batch: 100000 items",
+        json_body({"images": [{"image": "QQ=="}] * 100_000}, "/landmarks/batch"),
+        422,
+        "validation_error",
+    ),
+    Hostile(
+        "batch: item id a number",
+        json_body({"images": [{"id": 1, "image": b64(JPEG)}]}, "/landmarks/batch"),
+        422,
+        "validation_error",
+    ),
+    Hostile(
+        "batch: 17 files",
+        batch_files([("images", f"{i}.jpg", "image/jpeg", JPEG) for i in range(17)]),
+        422,
+        "validation_error",
+    ),
+    Hostile(
+        "batch: 30 files",
+        batch_files([("images", f"{i}.jpg", "image/jpeg", JPEG) for i in range(30)]),
+        400,
+        "invalid_request",
+    ),
+    Hostile(
+        "batch: files in the field 'image'",
+        batch_files([("image", "a.jpg", "image/jpeg", JPEG)]),
+        422,
+        "validation_error",
+    ),
+    Hostile(
+        "batch: images together over the byte limit",
+        # Within the framing allowance of the body limit: refused by the sum of the files.
+        batch_files(
+            [
+                ("images", f"{i}.jpg", "image/jpeg", JPEG.ljust(UPLOAD_LIMIT // 4 + 1000, b"\0"))
+                for i in range(4)
+            ]
+        ),
+        413,
+        "payload_too_large",
+    ),
 ]
 
 
@@ -235,35 +360,70 @@ def test_hostile_input_gets_its_documented_answer_and_the_next_request_is_served
     assert_serves_normally(http)
 
 
-def oversized_chunks(total: int, size: int = 32 * 1024) -> Iterator[bytes]:
+def oversized_chunks(total: int, kind: str, size: int = 32 * 1024) -> Iterator[bytes]:
     for _ in range(total // size):
-        yield b"\xff" * size
+        yield (b"A" if kind == "json" else b"\xff") * size
 
 
-def send_slow_oversized(server: LiveServer) -> RawResponse:
-    preamble = (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="big.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode()
+SLOW_BODIES = {
+    # (the body before the endless part, its content type, the body limit it must be refused at)
+    "multipart": (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="big.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode(),
+        f"multipart/form-data; boundary={BOUNDARY}",
+        UPLOAD_LIMIT,
+    ),
+    "json": (b'{"image": "data:image/jpeg;base64,', "application/json", json_body_limit(UPLOAD_LIMIT)),
+}
+
+
+def send_slow_oversized(server: LiveServer, kind: str = "multipart") -> RawResponse:
+    preamble, content_type, limit = SLOW_BODIES[kind]
     # Ten times the limit, announced nowhere: the server can only notice while it reads.
     return slow_chunked_upload(
-        "127.0.0.1",
-        server.port,
-        "/landmarks",
-        preamble,
-        oversized_chunks(10 * UPLOAD_LIMIT),
-        f"multipart/form-data; boundary={BOUNDARY}",
+        "127.0.0.1", server.port, "/landmarks", preamble, oversized_chunks(10 * limit, kind), content_type
     )
 
 
-def test_slow_chunked_upload_over_the_limit_is_refused_while_it_streams(server, http):
-    answer = send_slow_oversized(server)
+@pytest.mark.parametrize("kind", SLOW_BODIES)
+def test_slow_chunked_upload_over_the_limit_is_refused_while_it_streams(server, http, kind):
+    limit = SLOW_BODIES[kind][2]
+    answer = send_slow_oversized(server, kind)
     assert answer.status == 413
     error = answer.json()["error"]
     assert error["code"] == "payload_too_large" and error["request_id"] == answer.headers["x-request-id"]
     assert answer.headers.get("connection") == "close"
-    # Answered once the limit was passed, long before the 20 MB the client meant to send.
-    assert UPLOAD_LIMIT <= answer.sent_bytes <= 2 * UPLOAD_LIMIT, answer.sent_bytes
+    # Answered once the limit was passed, long before the client's ten times the limit.
+    assert limit <= answer.sent_bytes <= 2 * limit, answer.sent_bytes
+    assert_serves_normally(http)
+
+
+def test_batch_with_a_corrupt_image_among_good_ones_answers_each_image(http):
+    good = FACE.read_bytes()
+    files = [
+        ("images", ("face.png", good, "image/png")),
+        ("images", ("broken.jpg", inputs.truncated(JPEG, 0.3), "image/jpeg")),
+        ("images", ("bomb.png", inputs.png_claiming(30000, 30000), "image/png")),
+        ("images", ("again.png", good, "image/png")),
+    ]
+    response = http.post("/landmarks/batch", files=files)
+    assert response.status_code == 200, response.text
+    results = BatchResponse.model_validate(response.json()).results
+    assert [r.id for r in results] == ["face.png", "broken.jpg", "bomb.png", "again.png"]
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    assert [(r.error.status, r.error.code) for r in results[1:3]] == [
+        (400, "invalid_image"),
+        (413, "too_many_pixels"),
+    ]
+    single = face_request(http).json()
+    for result in (results[0], results[3]):
+        assert result.error is None
+        assert result.model_dump(include={"image", "faces"}) == {
+            "image": single["image"],
+            "faces": [LandmarksResponse.model_validate(single).faces[0].model_dump()],
+        }
     assert_serves_normally(http)
 
 

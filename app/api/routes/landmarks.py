@@ -11,14 +11,11 @@ import numpy as np
 from anyio import to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException
 
 from app.api import metrics
+from app.api.bodies import IMAGE_BODY, ImageUpload, read_image
 from app.api.budget import PixelBudget
 from app.api.deps import PixelBudgetDep, PredictorDep, SettingsDep
-from app.api.errors import ApiError
 from app.api.schemas import AlignResponse, ErrorResponse, LandmarksResponse
 from app.config import Settings, UpsamplePolicy
 from app.inference import (
@@ -35,31 +32,12 @@ from app.inference.render import draw_faces
 
 router = APIRouter(prefix="/landmarks", tags=["landmarks"])
 
-FIELD = "image"
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [FIELD],
-                    "properties": {
-                        FIELD: {
-                            "type": "string",
-                            "format": "binary",
-                            "description": f"The photo: {', '.join(SUPPORTED_FORMATS)}.",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
+# Both request bodies, multipart and JSON (the name is the one routes know).
+UPLOAD_BODY = IMAGE_BODY
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": ErrorResponse,
-        "description": "invalid_image: undecodable or truncated file; "
+        "description": "invalid_image: undecodable or truncated file, or bad base64; "
         "invalid_request: malformed multipart body",
     },
     413: {
@@ -68,7 +46,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "would scan at this upsample)",
     },
     415: {"model": ErrorResponse, "description": "unsupported_media_type"},
-    422: {"model": ErrorResponse, "description": "validation_error: missing field, bad parameter"},
+    422: {
+        "model": ErrorResponse,
+        "description": "validation_error: missing field, malformed JSON, unknown JSON field, bad parameter "
+        "(`details` lists each problem)",
+    },
     503: {"model": ErrorResponse, "description": "overloaded (with Retry-After) or not_ready"},
 }
 
@@ -85,36 +67,6 @@ Upsample = Annotated[
 MaxFaces = Annotated[
     int | None, Query(ge=1, le=1000, description="Return at most this many faces, largest first.")
 ]
-
-
-async def read_upload(request: Request, settings: Settings) -> tuple[bytes, str | None]:
-    """The bytes and declared content type of the single file in field ``image``."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"send the photo as multipart/form-data in the field '{FIELD}'",
-        )
-    try:
-        form = await request.form(max_files=8, max_fields=32)
-    except (StarletteHTTPException, MultiPartException) as exc:
-        detail = getattr(exc, "detail", None) or getattr(exc, "message", str(exc))
-        raise ApiError(400, "invalid_request", f"the multipart body is malformed: {detail}") from exc
-    values = form.getlist(FIELD)
-    if not values:
-        raise ApiError(422, "validation_error", f"the form field '{FIELD}' (a file) is required")
-    if len(values) > 1:
-        raise ApiError(422, "validation_error", f"send exactly one file in the field '{FIELD}'")
-    upload = values[0]
-    if not isinstance(upload, UploadFile):
-        raise ApiError(422, "validation_error", f"the field '{FIELD}' must be a file, not text")
-    if upload.size is not None and upload.size > settings.max_upload_bytes:
-        raise ApiError(
-            413, "payload_too_large", f"the upload exceeds the limit of {settings.max_upload_bytes} bytes"
-        )
-    data = await upload.read()
-    return data, upload.content_type
 
 
 def _declares_non_image(content_type: str | None) -> bool:
@@ -138,6 +90,30 @@ def check_detection_budget(
         )
 
 
+def decode_upload(
+    data: bytes, content_type: str | None, detector: FaceDetector, settings: Settings, policy: UpsamplePolicy
+) -> tuple[np.ndarray, int]:
+    """The upright image and the upsampling ``policy`` resolves to for it; refused if it is no image or
+    over the pixel or detection limits."""
+    try:
+        image = decode_image(data, settings.max_pixels)
+    except InvalidImageError as exc:
+        # The bytes are no image; if the client also said they are something else, say that.
+        if _declares_non_image(content_type):
+            raise UnsupportedMediaTypeError(
+                f"content type {content_type!r} is not an image; send one of {', '.join(SUPPORTED_FORMATS)}"
+            ) from exc
+        raise
+    upsample = detector.resolve_upsample(image.shape[1], image.shape[0], policy)
+    check_detection_budget(image, detector, settings, upsample)
+    return image, upsample
+
+
+def record_faces(count: int) -> None:
+    metrics.FACES.inc(count)
+    metrics.FACES_PER_IMAGE.observe(count)
+
+
 def run_pipeline(
     predictor: LandmarkPredictor,
     data: bytes,
@@ -149,17 +125,7 @@ def run_pipeline(
     """Decode, detect, regress; each stage timed. Runs in a worker thread. Returns the image, its faces
     and the upsampling the detection ran at (``policy`` resolved for this image)."""
     t0 = time.perf_counter()
-    try:
-        image = decode_image(data, settings.max_pixels)
-    except InvalidImageError as exc:
-        # The bytes are no image; if the client also said they are something else, say that.
-        if _declares_non_image(content_type):
-            raise UnsupportedMediaTypeError(
-                f"content type {content_type!r} is not an image; send one of {', '.join(SUPPORTED_FORMATS)}"
-            ) from exc
-        raise
-    upsample = predictor.detector.resolve_upsample(image.shape[1], image.shape[0], policy)
-    check_detection_budget(image, predictor.detector, settings, upsample)
+    image, upsample = decode_upload(data, content_type, predictor.detector, settings, policy)
     t1 = time.perf_counter()
     detections = predictor.detect(image, upsample)[:max_faces]
     t2 = time.perf_counter()
@@ -169,9 +135,21 @@ def run_pipeline(
     metrics.STAGE_LATENCY.labels(stage="detect").observe(t2 - t1)
     metrics.STAGE_LATENCY.labels(stage="regress").observe(t3 - t2)
     metrics.DETECTIONS_BY_UPSAMPLE.labels(upsample=str(upsample)).inc()
-    metrics.FACES.inc(len(detections))
-    metrics.FACES_PER_IMAGE.observe(len(detections))
+    record_faces(len(detections))
     return image, faces, upsample
+
+
+def photo_result(image: np.ndarray, faces: list[dict[str, Any]], upsample: int) -> dict[str, Any]:
+    """The size, detection and faces (as JSON) of one photo, as every answer gives them."""
+    return {
+        "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+        "detection": {"upsample": upsample},
+        "faces": faces,
+    }
+
+
+def model_ref(predictor: LandmarkPredictor) -> dict[str, str]:
+    return {"name": predictor.name, "version": predictor.version}
 
 
 def announced_pixels(data: bytes, max_pixels: int) -> int:
@@ -183,17 +161,14 @@ def announced_pixels(data: bytes, max_pixels: int) -> int:
     return width * height if width * height <= max_pixels else 0
 
 
-def faces_response(
-    image: np.ndarray, predictor: LandmarkPredictor, faces: list[dict[str, Any]], **extra: Any
-) -> Response:
-    """``{"image", **extra, "faces", "model"}`` as JSON. Built by hand: validating thousands of floats
-    through pydantic costs more than the network."""
-    body = {
-        "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
-        **extra,
-        "faces": faces,
-        "model": {"name": predictor.name, "version": predictor.version},
-    }
+def read_and_weigh(upload: ImageUpload, max_pixels: int) -> tuple[bytes, int]:
+    """The upload's bytes (base64 decoded here, off the event loop) and its pixels for the budget."""
+    data = upload.read()
+    return data, announced_pixels(data, max_pixels)
+
+
+def json_response(body: dict[str, Any]) -> Response:
+    """Built by hand: validating thousands of floats through pydantic costs more than the network."""
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
@@ -208,12 +183,12 @@ async def _processed(
 ) -> AsyncIterator[tuple[np.ndarray, list[Face], int]]:
     """The decoded image, its faces and the upsampling used, its pixels held in the worker's budget until
     the caller is done."""
-    data, content_type = await read_upload(request, settings)
+    upload = await read_image(request, settings)
     policy = settings.default_upsample if upsample is None else upsample
-    weight = await to_thread.run_sync(announced_pixels, data, settings.max_pixels)
+    data, weight = await to_thread.run_sync(read_and_weigh, upload, settings.max_pixels)
     async with budget.hold(weight):
         yield await to_thread.run_sync(
-            run_pipeline, predictor, data, content_type, settings, policy, max_faces
+            run_pipeline, predictor, data, upload.content_type, settings, policy, max_faces
         )
 
 
@@ -234,8 +209,8 @@ async def landmarks(
 ) -> Response:
     processed = _processed(request, predictor, settings, budget, upsample, max_faces)
     async with processed as (image, faces, used_upsample):
-        faces_json = [face.to_dict() for face in faces]
-        return faces_response(image, predictor, faces_json, detection={"upsample": used_upsample})
+        body = photo_result(image, [face.to_dict() for face in faces], used_upsample)
+    return json_response({**body, "model": model_ref(predictor)})
 
 
 @router.post(
@@ -324,10 +299,6 @@ async def align(
     processed = _processed(request, predictor, settings, budget, upsample, max_faces)
     async with processed as (image, faces, used_upsample):
         chips = await to_thread.run_sync(aligned_faces, image, faces, size, template, border)
-        extra = {
-            "detection": {"upsample": used_upsample},
-            "size": size,
-            "template": template,
-            "border": border,
-        }
-        return faces_response(image, predictor, chips, **extra)
+        body = photo_result(image, chips, used_upsample)
+    extra = {"size": size, "template": template, "border": border, "model": model_ref(predictor)}
+    return json_response({**body, **extra})

@@ -6,9 +6,11 @@ from app.api.metrics import render_metrics
 from app.api.schemas import ModelInfo, StageInfo
 
 router = APIRouter(tags=["meta"])
+# /model is for API clients (behind the API keys when they are on); /metrics is for the scraper.
+model_router = APIRouter(tags=["meta"])
 
 
-@router.get("/model", response_model=ModelInfo, summary="Metadata of the served checkpoint")
+@model_router.get("/model", response_model=ModelInfo, summary="Metadata of the served checkpoint")
 async def model_info(predictor: PredictorDep) -> ModelInfo:
     model = predictor.model
     return ModelInfo(
