@@ -22,15 +22,15 @@ def images() -> list[np.ndarray]:
 
 
 def count_regress_calls(predictor: LandmarkPredictor, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of crops of each call of the network (the real network runs)."""
+    """The number of crops of each call of a stage's network (the real networks run)."""
     calls: list[int] = []
-    regress = predictor.regress
+    for stage in predictor.stages:
 
-    def counted(crops: np.ndarray) -> np.ndarray:
-        calls.append(len(crops))
-        return regress(crops)
+        def counted(crops: np.ndarray, regress=stage.regress) -> tuple[np.ndarray, np.ndarray | None]:
+            calls.append(len(crops))
+            return regress(crops)
 
-    monkeypatch.setattr(predictor, "regress", counted)
+        monkeypatch.setattr(stage, "regress", counted)
     return calls
 
 
@@ -43,13 +43,15 @@ def test_predict_many_gives_what_predict_gives_for_each_image(predictor, images,
         alone = predictor.predict(image, 0, max_faces)
         assert [(f.box, f.score) for f in faces] == [(f.box, f.score) for f in alone]
         for batched, single in zip(faces, alone, strict=True):
-            np.testing.assert_allclose(batched.landmarks, single.landmarks, atol=1e-3)
+            # oneDNN picks kernels by batch size: the same crops agree to a hundredth of a pixel.
+            np.testing.assert_allclose(batched.landmarks, single.landmarks, atol=1e-2)
 
 
 def test_the_faces_of_all_images_go_through_the_network_in_one_call(predictor, images, monkeypatch):
     calls = count_regress_calls(predictor, monkeypatch)
     many = predictor.predict_many(images)
-    assert calls == [sum(len(faces) for faces in many)]
+    # One call per stage of the cascade, each over the faces of every image.
+    assert calls == [sum(len(faces) for faces in many)] * len(predictor.stages)
 
 
 def test_predict_many_of_nothing_and_of_faceless_images(predictor, images, monkeypatch):
