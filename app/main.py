@@ -1,7 +1,8 @@
 """The FastAPI application: ``uvicorn app.main:app``.
 
 The lifespan loads the checkpoint (a missing or corrupt one stops start-up with a non-zero exit), then
-warms the model up in the background; /health/ready answers 503 until that warm-up has run.
+warms the model up in the background; /health/ready answers 503 until that warm-up has run. At SIGTERM
+the worker turns not ready and its admission queue starts its shutdown grace (``app.api.admission``).
 """
 
 import asyncio
@@ -16,6 +17,7 @@ import torch
 from anyio import to_thread
 from fastapi import FastAPI
 
+from app.api.admission import AdmissionQueue, on_exit_signals
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.api.routes import health, landmarks, meta
@@ -87,8 +89,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.not_ready_reason = "warming up"
     warm_up = asyncio.create_task(_warm_up(app))
+
+    def begin_shutdown() -> None:
+        app.state.ready = False
+        app.state.not_ready_reason = "shutting down"
+        app.state.admission.begin_shutdown(settings.shutdown_grace_seconds)
+        logger.info("shutting down: queued requests may start for %g s more", settings.shutdown_grace_seconds)
+
     try:
-        yield
+        with on_exit_signals(begin_shutdown):
+            yield
     finally:
         warm_up.cancel()
         app.state.ready = False
@@ -108,6 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.predictor = None
     app.state.ready = False
     app.state.not_ready_reason = "model not loaded yet"
+    app.state.admission = AdmissionQueue(
+        settings.max_in_flight, settings.max_queue, settings.queue_timeout_seconds
+    )
     install_error_handlers(app)
     app.include_router(landmarks.router)
     app.include_router(health.router)
@@ -115,8 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_upload_bytes,
-        max_in_flight=settings.max_in_flight,
-        retry_after_seconds=settings.retry_after_seconds,
+        admission=app.state.admission,
     )
     return app
 

@@ -15,8 +15,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from app.api import metrics
+from app.api.admission import AdmissionQueue
 from app.api.budget import PixelBudget
-from app.api.deps import PixelBudgetDep, PredictorDep, SettingsDep
+from app.api.deps import AdmissionDep, PixelBudgetDep, PredictorDep, SettingsDep
 from app.api.errors import ApiError
 from app.api.schemas import ErrorResponse, LandmarksResponse
 from app.config import Settings
@@ -67,7 +68,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     },
     415: {"model": ErrorResponse, "description": "unsupported_media_type"},
     422: {"model": ErrorResponse, "description": "validation_error: missing field, bad parameter"},
-    503: {"model": ErrorResponse, "description": "overloaded (with Retry-After) or not_ready"},
+    503: {
+        "model": ErrorResponse,
+        "description": "overloaded (the worker's queue is full or the request waited too long in it; "
+        "reason queue_full or queue_timeout), shutting_down, or not_ready; all with Retry-After",
+    },
 }
 
 Upsample = Annotated[
@@ -182,18 +187,21 @@ async def _processed(
     request: Request,
     predictor: LandmarkPredictor,
     settings: Settings,
+    admission: AdmissionQueue,
     budget: PixelBudget,
     upsample: int | None,
     max_faces: int | None,
 ) -> AsyncIterator[tuple[np.ndarray, list[Face]]]:
-    """The decoded image and its faces, its pixels held in the worker's budget until the caller is done."""
+    """The decoded image and its faces: the upload waits its turn in the worker's admission queue, then
+    its pixels are held in the worker's budget until the caller is done."""
     data, content_type = await read_upload(request, settings)
     chosen_upsample = settings.default_upsample if upsample is None else upsample
-    weight = await to_thread.run_sync(announced_pixels, data, settings.max_pixels)
-    async with budget.hold(weight):
-        yield await to_thread.run_sync(
-            run_pipeline, predictor, data, content_type, settings, chosen_upsample, max_faces
-        )
+    async with admission.slot(receive=request.receive):
+        weight = await to_thread.run_sync(announced_pixels, data, settings.max_pixels)
+        async with budget.hold(weight):
+            yield await to_thread.run_sync(
+                run_pipeline, predictor, data, content_type, settings, chosen_upsample, max_faces
+            )
 
 
 @router.post(
@@ -207,11 +215,15 @@ async def landmarks(
     request: Request,
     predictor: PredictorDep,
     settings: SettingsDep,
+    admission: AdmissionDep,
     budget: PixelBudgetDep,
     upsample: Upsample = None,
     max_faces: MaxFaces = None,
 ) -> Response:
-    async with _processed(request, predictor, settings, budget, upsample, max_faces) as (image, faces):
+    async with _processed(request, predictor, settings, admission, budget, upsample, max_faces) as (
+        image,
+        faces,
+    ):
         body = {
             "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
             "faces": [face.to_dict() for face in faces],
@@ -235,13 +247,17 @@ async def render(
     request: Request,
     predictor: PredictorDep,
     settings: SettingsDep,
+    admission: AdmissionDep,
     budget: PixelBudgetDep,
     upsample: Upsample = None,
     max_faces: MaxFaces = None,
     format: Annotated[Literal["png", "jpeg"] | None, Query(description="Default: jpeg.")] = None,
 ) -> Response:
     fmt = format or settings.render_format
-    async with _processed(request, predictor, settings, budget, upsample, max_faces) as (image, faces):
+    async with _processed(request, predictor, settings, admission, budget, upsample, max_faces) as (
+        image,
+        faces,
+    ):
         encoded = await to_thread.run_sync(lambda: encode_image(draw_faces(image, faces), fmt))
     return Response(
         encoded,
