@@ -22,6 +22,7 @@ from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.api.routes import health, landmarks, meta
 from app.config import Settings, build_predictor, get_settings
+from app.inference import LandmarkPredictor
 from app.logging_setup import configure_logging
 
 logger = logging.getLogger("app.main")
@@ -62,6 +63,19 @@ async def _warm_up(app: FastAPI) -> None:
     logger.info("ready")
 
 
+def load_predictor(settings: Settings) -> LandmarkPredictor:
+    """The configured predictor. A checkpoint that cannot be loaded is logged (one line that says why)
+    and raised as RuntimeError, which stops start-up with a non-zero exit."""
+    try:
+        return build_predictor(settings)
+    except Exception as exc:
+        logger.error(
+            f"cannot load the model, exiting: {exc}",
+            extra={"model_path": str(settings.model_path), "reason": str(exc)},
+        )
+        raise RuntimeError(f"cannot load the model: {exc}") from exc
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -69,14 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     torch.set_num_threads(settings.torch_threads)
     cv2.setNumThreads(settings.torch_threads)
     app.state.not_ready_reason = "loading the model"
-    try:
-        predictor = build_predictor(settings)
-    except Exception as exc:
-        logger.error(
-            f"cannot load the model, exiting: {exc}",
-            extra={"model_path": str(settings.model_path), "reason": str(exc)},
-        )
-        raise RuntimeError(f"cannot load the model: {exc}") from exc
+    predictor = load_predictor(settings)
     app.state.predictor = predictor
     logger.info(
         "model loaded",
