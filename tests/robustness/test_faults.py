@@ -104,18 +104,21 @@ def test_the_serve_launcher_exits_3_on_a_bad_checkpoint_whatever_web_concurrency
 # --- SIGTERM with requests in flight ------------------------------------------------------------------
 
 
-def start_slow_upload(port: int, data: bytes) -> tuple[socket.socket, bytes]:
-    """Open a landmark request and send all but the last 1000 bytes of its body; returns the socket and
-    the rest to send."""
+def start_slow_upload(
+    port: int, data: bytes, held_back: int = 1000, request_id: str | None = None
+) -> tuple[socket.socket, bytes]:
+    """Open a landmark request on a raw socket and send all but the last ``held_back`` bytes of its body;
+    returns the socket and the rest to send (nothing is read)."""
     boundary = "sigterm-boundary"
     body = inputs.multipart_body(boundary, [("image", "face.png", "image/png", data)])
+    named = f"X-Request-ID: {request_id}\r\n" if request_id else ""
     head = (
-        f"POST /landmarks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST /landmarks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{named}"
         f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    sock.sendall(head + body[:-1000])
-    return sock, body[-1000:]
+    sock.sendall(head + body[: len(body) - held_back])
+    return sock, body[len(body) - held_back :]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -290,19 +293,6 @@ def test_past_max_in_flight_requests_wait_their_turn_and_503_comes_only_from_the
     assert post(faulty, image_of_width(fault_widths.SLOW_WIDTH)).status_code == 200  # all free again
 
 
-def send_whole_request(port: int, data: bytes, request_id: str) -> socket.socket:
-    """A complete landmark request on a raw socket, whose answer is left unread."""
-    boundary = "queued-boundary"
-    body = inputs.multipart_body(boundary, [("image", "face.png", "image/png", data)])
-    head = (
-        f"POST /landmarks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Request-ID: {request_id}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    sock.sendall(head + body)
-    return sock
-
-
 def test_a_client_that_disconnects_while_queued_leaves_at_once_and_its_work_never_starts(faulty):
     metrics_url = f"{faulty.url}/metrics"
     decoded_before = metric(
@@ -311,7 +301,7 @@ def test_a_client_that_disconnects_while_queued_leaves_at_once_and_its_work_neve
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(post, faulty, image_of_width(fault_widths.SLOW_WIDTH))
         time.sleep(0.3)  # the slow request holds the only slot
-        queued = send_whole_request(faulty.port, FACE.read_bytes(), "leaves-the-queue")
+        queued, _ = start_slow_upload(faulty.port, FACE.read_bytes(), 0, "leaves-the-queue")
         wait_for_queue_depth(faulty, 1)
         queued.close()
         time.sleep(0.2)
