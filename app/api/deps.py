@@ -39,4 +39,3 @@ def get_admission(request: Request) -> AdmissionQueue:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PredictorDep = Annotated[LandmarkPredictor, Depends(get_predictor)]
 PixelBudgetDep = Annotated[PixelBudget, Depends(get_pixel_budget)]
-AdmissionDep = Annotated[AdmissionQueue, Depends(get_admission)]

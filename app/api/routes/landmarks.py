@@ -15,9 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from app.api import metrics
-from app.api.admission import AdmissionQueue
 from app.api.budget import PixelBudget
-from app.api.deps import AdmissionDep, PixelBudgetDep, PredictorDep, SettingsDep
+from app.api.deps import PixelBudgetDep, PredictorDep, SettingsDep, get_admission
 from app.api.errors import ApiError
 from app.api.schemas import ErrorResponse, LandmarksResponse
 from app.config import Settings
@@ -187,7 +186,6 @@ async def _processed(
     request: Request,
     predictor: LandmarkPredictor,
     settings: Settings,
-    admission: AdmissionQueue,
     budget: PixelBudget,
     upsample: int | None,
     max_faces: int | None,
@@ -196,7 +194,7 @@ async def _processed(
     its pixels are held in the worker's budget until the caller is done."""
     data, content_type = await read_upload(request, settings)
     chosen_upsample = settings.default_upsample if upsample is None else upsample
-    async with admission.slot(receive=request.receive):
+    async with get_admission(request).slot(receive=request.receive):
         weight = await to_thread.run_sync(announced_pixels, data, settings.max_pixels)
         async with budget.hold(weight):
             yield await to_thread.run_sync(
@@ -215,15 +213,11 @@ async def landmarks(
     request: Request,
     predictor: PredictorDep,
     settings: SettingsDep,
-    admission: AdmissionDep,
     budget: PixelBudgetDep,
     upsample: Upsample = None,
     max_faces: MaxFaces = None,
 ) -> Response:
-    async with _processed(request, predictor, settings, admission, budget, upsample, max_faces) as (
-        image,
-        faces,
-    ):
+    async with _processed(request, predictor, settings, budget, upsample, max_faces) as (image, faces):
         body = {
             "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
             "faces": [face.to_dict() for face in faces],
@@ -247,17 +241,13 @@ async def render(
     request: Request,
     predictor: PredictorDep,
     settings: SettingsDep,
-    admission: AdmissionDep,
     budget: PixelBudgetDep,
     upsample: Upsample = None,
     max_faces: MaxFaces = None,
     format: Annotated[Literal["png", "jpeg"] | None, Query(description="Default: jpeg.")] = None,
 ) -> Response:
     fmt = format or settings.render_format
-    async with _processed(request, predictor, settings, admission, budget, upsample, max_faces) as (
-        image,
-        faces,
-    ):
+    async with _processed(request, predictor, settings, budget, upsample, max_faces) as (image, faces):
         encoded = await to_thread.run_sync(lambda: encode_image(draw_faces(image, faces), fmt))
     return Response(
         encoded,
