@@ -90,7 +90,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     LANDMARKS_DEFAULT_UPSAMPLE=auto \
     LANDMARKS_AUTO_SCAN_PIXELS=2000000 \
     LANDMARKS_TORCH_THREADS=1 \
-    LANDMARKS_MAX_IN_FLIGHT=8
+    LANDMARKS_MAX_IN_FLIGHT=2 \
+    LANDMARKS_MAX_QUEUE=64 \
+    LANDMARKS_QUEUE_TIMEOUT_SECONDS=5 \
+    LANDMARKS_SHUTDOWN_GRACE_SECONDS=2
 
 WORKDIR /app
 USER 10001:10001
@@ -100,4 +103,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=4)"]
 
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-server-header"]
+# The launcher loads the checkpoint once (exit 3 if it is bad, whatever WEB_CONCURRENCY is), then
+# replaces itself with uvicorn; other options are passed on to uvicorn.
+CMD ["face-landmarks", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-server-header"]

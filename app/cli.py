@@ -1,7 +1,9 @@
-"""``face-landmarks predict IMAGE... [--draw DIR]``: the service's JSON for local files, one line each."""
+"""``face-landmarks predict IMAGE... [--draw DIR]``: the service's JSON for local files, one line each.
+``face-landmarks serve [--host H] [--port P] [uvicorn options]``: check the checkpoint, then serve."""
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +14,9 @@ from app.inference import InferenceError
 from app.inference.detector import AUTO, MAX_UPSAMPLE, Upsample
 from app.inference.imaging import decode_image, encode_image
 from app.inference.render import draw_faces
+
+# uvicorn's exit status when start-up fails; ``serve`` exits with it too when the checkpoint is bad.
+STARTUP_FAILURE = 3
 
 
 def _upsample(text: str) -> Upsample:
@@ -40,7 +45,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--max-faces", type=int, default=None, help="keep at most this many, largest first")
     predict.add_argument("--indent", type=int, default=None, help="pretty-print the JSON")
+    serve = commands.add_parser(
+        "serve",
+        help="load the checkpoint once (exit 3 if it is bad), then run uvicorn app.main:app; "
+        "WEB_CONCURRENCY sets the workers and any other option is passed to uvicorn",
+    )
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8000)
     return parser
+
+
+def serve(args: argparse.Namespace, uvicorn_options: list[str]) -> int:
+    """Check the checkpoint in this process, then replace it with uvicorn (same pid, so signals and the
+    exit status are uvicorn's own). With several workers uvicorn's supervisor exits 0 when they all fail
+    to load the model; checking first makes a bad checkpoint exit 3 whatever WEB_CONCURRENCY is."""
+    from app.main import load_predictor  # the web layer, only for this command
+
+    try:
+        load_predictor(get_settings())
+    except RuntimeError:  # already logged, with the reason
+        return STARTUP_FAILURE
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", args.host, "--port", str(args.port)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [*command, *uvicorn_options])
+    return 0  # not reached: execv does not return
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -73,7 +102,12 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "serve":
+        return serve(args, unknown)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return predict(args)
 
 

@@ -49,9 +49,26 @@ class Settings(BaseSettings):
     )
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker process.")
     max_in_flight: int = Field(
-        8, ge=1, description="Landmark requests in progress per worker before answering 503."
+        2,
+        ge=1,
+        description="Landmark requests running at once per worker (one image each); the others queue. "
+        "Two keep a worker's core busy: one request decodes or runs the network while another detects.",
     )
-    retry_after_seconds: int = Field(1, ge=0, description="Retry-After sent with an overload 503.")
+    max_queue: int = Field(
+        64,
+        ge=0,
+        description="Landmark requests waiting per worker before answering 503 overloaded (queue_full). "
+        "Each holds its upload: at most 64 x 10 MiB = 640 MiB, about 64 MiB for ordinary photos.",
+    )
+    queue_timeout_seconds: float = Field(
+        5.0, gt=0, description="Longest wait in the queue before answering 503 overloaded (queue_timeout)."
+    )
+    shutdown_grace_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="After SIGTERM, queued requests may still start for this long; the rest are answered "
+        "503 shutting_down. Keep it plus the longest request under the orchestrator's grace period.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     render_format: Literal["png", "jpeg"] = Field("jpeg", description="Default image format of /render.")
     max_batch: int = Field(16, ge=1, le=256, description="Most images in one POST /landmarks/batch.")

@@ -1,7 +1,8 @@
 """The FastAPI application: ``uvicorn app.main:app``.
 
 The lifespan loads the checkpoint (a missing or corrupt one stops start-up with a non-zero exit), then
-warms the model up in the background; /health/ready answers 503 until that warm-up has run.
+warms the model up in the background; /health/ready answers 503 until that warm-up has run. At SIGTERM
+the worker turns not ready and its admission queue starts its shutdown grace (``app.api.admission``).
 """
 
 import asyncio
@@ -18,11 +19,13 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
+from app.api.admission import AdmissionQueue, on_exit_signals
 from app.api.auth import UNAUTHORIZED, load_api_keys, require_api_key
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.api.routes import batch, health, landmarks, meta
 from app.config import Settings, build_predictor, get_settings
+from app.inference import LandmarkPredictor
 from app.logging_setup import configure_logging
 from app.web.routes import install_page
 
@@ -64,6 +67,19 @@ async def _warm_up(app: FastAPI) -> None:
     logger.info("ready")
 
 
+def load_predictor(settings: Settings) -> LandmarkPredictor:
+    """The configured predictor. A checkpoint that cannot be loaded is logged (one line that says why)
+    and raised as RuntimeError, which stops start-up with a non-zero exit."""
+    try:
+        return build_predictor(settings)
+    except Exception as exc:
+        logger.error(
+            f"cannot load the model, exiting: {exc}",
+            extra={"model_path": str(settings.model_path), "reason": str(exc)},
+        )
+        raise RuntimeError(f"cannot load the model: {exc}") from exc
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -71,14 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     torch.set_num_threads(settings.torch_threads)
     cv2.setNumThreads(settings.torch_threads)
     app.state.not_ready_reason = "loading the model"
-    try:
-        predictor = build_predictor(settings)
-    except Exception as exc:
-        logger.error(
-            f"cannot load the model, exiting: {exc}",
-            extra={"model_path": str(settings.model_path), "reason": str(exc)},
-        )
-        raise RuntimeError(f"cannot load the model: {exc}") from exc
+    predictor = load_predictor(settings)
     app.state.predictor = predictor
     logger.info(
         "model loaded",
@@ -91,8 +100,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.not_ready_reason = "warming up"
     warm_up = asyncio.create_task(_warm_up(app))
+
+    def begin_shutdown() -> None:
+        app.state.ready = False
+        app.state.not_ready_reason = "shutting down"
+        app.state.admission.begin_shutdown(settings.shutdown_grace_seconds)
+        logger.info("shutting down: queued requests may start for %g s more", settings.shutdown_grace_seconds)
+
     try:
-        yield
+        with on_exit_signals(begin_shutdown):
+            yield
     finally:
         warm_up.cancel()
         app.state.ready = False
@@ -113,6 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.predictor = None
     app.state.ready = False
     app.state.not_ready_reason = "model not loaded yet"
+    app.state.admission = AdmissionQueue(
+        settings.max_in_flight, settings.max_queue, settings.queue_timeout_seconds
+    )
     install_error_handlers(app)
     app.state.api_keys = load_api_keys(settings)
     # With API keys on, the client routes need one (and OpenAPI declares the schemes); health, metrics
@@ -128,8 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_upload_bytes,
-        max_in_flight=settings.max_in_flight,
-        retry_after_seconds=settings.retry_after_seconds,
+        admission=app.state.admission,
     )
     if settings.cors_origins:
         # Outermost, so that every answer (the middleware's own 413 and 503 too) carries the CORS

@@ -1,19 +1,18 @@
 """``python -m bench.load``: many concurrent clients against real uvicorn processes on loopback, for a
-bounded time, with good and bad requests mixed. Not a test: it prints figures, and exits non-zero if a
-check fails.
+bounded time, sending the sample photos (and, with ``--bad-share``, bad requests mixed in). Not a test: it
+prints figures, and exits non-zero if a check fails.
 
-For each worker count (``--workers 1,2``: WEB_CONCURRENCY) it starts the service, waits until every worker
-is warm, drives ``--clients`` concurrent keep-alive clients for ``--warmup`` then ``--duration`` seconds,
-and checks:
+For each worker count (``--workers 1,2``: WEB_CONCURRENCY) and each value of ``--max-in-flight`` it starts
+the service, waits until every worker is warm, and then for each client count (``--clients 16,64,256``)
+drives that many concurrent keep-alive clients for ``--warmup`` then ``--duration`` seconds. It checks:
 
-- no 5xx other than the deliberate ``503 overloaded`` (which must carry Retry-After),
-- no dropped connection (connect, read or protocol error on the client side),
-- every answer has the status its kind of request documents (a good photo 200, a truncated file 400, ...),
-- resident memory of the workers after the run exceeds their memory after warm-up by at most
-  ``--rss-bound-mib`` per worker.
-
-Then an overload demonstration: one worker with ``--overload-max-in-flight`` slots and
-``--overload-clients`` clients, which must produce 503s with Retry-After and no other 5xx.
+- up to ``--all-served-up-to`` clients (64), every request is answered as its kind documents: every good
+  photo 200, no 503 at all (load is queued, not refused);
+- past it, a 503 only as ``overloaded`` from the admission queue's bounds (reason ``queue_full`` or
+  ``queue_timeout``), always with Retry-After; no other 5xx;
+- no dropped connection (connect, read or protocol error on the client side);
+- resident memory of the workers, sampled during the run, exceeds their memory after the first warm-up by
+  at most ``--rss-bound-mib`` per worker.
 """
 
 import argparse
@@ -194,24 +193,32 @@ class Result:
     retry_after: str | None = None
     error: str | None = None
 
+    reason: str | None = None
+
     @property
     def overloaded(self) -> bool:
-        """The deliberate 503: too many requests in progress."""
+        """The deliberate 503 of the admission queue's bounds."""
         return self.status == 503 and self.code == "overloaded"
 
 
-def drive(url: str, kinds: list[Kind], clients: int, seconds: float, seed: int) -> list[Result]:
+def drive(url: str, kinds: list[Kind], clients: int, seconds: float, seed: int) -> tuple[list[Result], float]:
     """``clients`` threads, each with its own keep-alive connection, sending requests back to back (after
-    a 503, once its Retry-After has passed)."""
+    a 503, once its Retry-After has passed) for ``seconds`` from the moment all are ready; the results and
+    the seconds from that moment until the last answer."""
     results: list[Result] = []
     lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
+    window: list[float] = []  # [start, stop], set once every client has built its connection pool
     weights = [k.weight for k in kinds]
+    # Building an httpx client costs tens of milliseconds (its TLS context): 256 of them would eat the
+    # first seconds of the run, so the clock starts when all are built.
+    all_ready = threading.Barrier(clients, action=lambda: window.extend([time.monotonic()] * 2))
 
     def client(index: int) -> None:
         rng = random.Random(seed * 1000 + index)
         mine: list[Result] = []
         with httpx.Client(base_url=url, timeout=120) as http:
+            all_ready.wait()
+            stop_at = window[0] + seconds
             while time.monotonic() < stop_at:
                 kind = rng.choices(kinds, weights)[0]
                 started = time.perf_counter()
@@ -226,14 +233,15 @@ def drive(url: str, kinds: list[Kind], clients: int, seconds: float, seed: int) 
                     mine.append(Result(kind, 0, time.perf_counter() - started, error=repr(exc)))
                     continue
                 elapsed = time.perf_counter() - started
-                code = None
+                code = reason = None
                 if response.status_code >= 400:
                     try:
-                        code = response.json()["error"]["code"]
+                        error = response.json()["error"]
+                        code, reason = error["code"], error.get("reason")
                     except (ValueError, KeyError, TypeError):
                         code = "not-json"
                 retry_after = response.headers.get("retry-after")
-                mine.append(Result(kind, response.status_code, elapsed, code, retry_after))
+                mine.append(Result(kind, response.status_code, elapsed, code, retry_after, reason=reason))
                 if response.status_code == 503 and retry_after:
                     # A well-behaved client waits as told (a tight retry loop would measure only 503s).
                     time.sleep(max(0.0, min(float(retry_after), stop_at - time.monotonic())))
@@ -245,10 +253,12 @@ def drive(url: str, kinds: list[Kind], clients: int, seconds: float, seed: int) 
         thread.start()
     for thread in threads:
         thread.join()
-    return results
+    return results, time.monotonic() - window[0]
 
 
 # --- Figures and checks -------------------------------------------------------------------------------
+
+QUEUE_BOUNDS = ("queue_full", "queue_timeout")
 
 
 def ms(values: list[float], q: float) -> str:
@@ -260,12 +270,13 @@ class Run:
     label: str
     results: list[Result]
     seconds: float
-    rss_warm: int | None = None
-    rss_after: int | None = None
-    rss_bound: int | None = None
+    rss_warm: int
+    rss_peak: int
+    rss_bound: int
+    all_served: bool  # at this load every request must be served: no 503 at all
     failures: list[str] = field(default_factory=list)
 
-    def check(self, require_overload: bool = False) -> None:
+    def check(self) -> None:
         res = self.results
         dropped = [r for r in res if r.status == 0]
         overloaded = [r for r in res if r.overloaded]
@@ -279,15 +290,17 @@ class Run:
         if wrong:
             sample = Counter(f"{r.kind.name}: {r.status} {r.code}" for r in wrong).most_common(3)
             self.failures.append(f"{len(wrong)} answers with a status other than documented: {sample}")
+        if self.all_served and overloaded:
+            self.failures.append(f"{len(overloaded)} requests refused (503) at a load the queue should hold")
+        if any(r.reason not in QUEUE_BOUNDS for r in overloaded):
+            self.failures.append("a 503 overloaded whose reason is not a queue bound")
         if any(r.retry_after is None for r in overloaded):
             self.failures.append("a 503 overloaded without Retry-After")
-        if require_overload and not overloaded:
-            self.failures.append("no 503 overloaded although the slots were far fewer than the clients")
-        if require_overload and not any(r.status == 200 for r in res):
-            self.failures.append("nothing was served during the overload")
-        if self.rss_bound is not None and self.rss_after - self.rss_warm > self.rss_bound:
+        if not any(r.status == 200 for r in res):
+            self.failures.append("nothing was served")
+        if self.rss_peak - self.rss_warm > self.rss_bound:
             self.failures.append(
-                f"worker memory grew by {(self.rss_after - self.rss_warm) / MiB:.0f} MiB "
+                f"worker memory grew by {(self.rss_peak - self.rss_warm) / MiB:.0f} MiB "
                 f"(bound {self.rss_bound / MiB:.0f} MiB)"
             )
 
@@ -296,22 +309,21 @@ class Run:
         statuses = Counter(r.status for r in res)
         good = [r.seconds for r in res if r.kind.good and r.status == 200]
         every = [r.seconds for r in res if r.status]
-        overloaded = sum(1 for r in res if r.overloaded)
-        other_5xx = sum(1 for r in res if r.status >= 500) - overloaded
-        rss = "-"
-        if self.rss_warm is not None:
-            rss = f"{self.rss_warm / MiB:.0f} -> {self.rss_after / MiB:.0f} (<= +{self.rss_bound / MiB:.0f})"
+        reasons = Counter(r.reason for r in res if r.overloaded)
+        other_5xx = sum(1 for r in res if r.status >= 500 and not r.overloaded)
+        retry_after = [int(r.retry_after) for r in res if r.overloaded and r.retry_after]
         return [
             self.label,
             str(len(res)),
             f"{len(res) / self.seconds:.1f}",
             " ".join(f"{s}:{n}" for s, n in sorted(statuses.items()) if s),
-            str(overloaded),
+            " / ".join(str(reasons.get(reason, 0)) for reason in QUEUE_BOUNDS),
+            f"{min(retry_after)}-{max(retry_after)}" if retry_after else "-",
             str(other_5xx),
             str(statuses.get(0, 0)),
             f"{ms(good, 50)} / {ms(good, 99)}",
             f"{ms(every, 50)} / {ms(every, 99)}",
-            rss,
+            f"{self.rss_warm / MiB:.0f} -> {self.rss_peak / MiB:.0f} (<= +{self.rss_bound / MiB:.0f})",
             "ok" if not self.failures else "FAIL",
         ]
 
@@ -321,12 +333,13 @@ HEADER = [
     "requests",
     "req/s",
     "statuses",
-    "503 overloaded",
+    "503 queue_full / queue_timeout",
+    "Retry-After s",
     "other 5xx",
     "dropped",
     "good 200 p50/p99 ms",
     "all p50/p99 ms",
-    "worker RSS MiB warm -> after",
+    "worker RSS MiB warm -> peak",
     "check",
 ]
 
@@ -340,83 +353,106 @@ def print_table(rows: list[list[str]]) -> None:
 # --- Main ---------------------------------------------------------------------------------------------
 
 
-def run_load(args: argparse.Namespace, workers: int, kinds: list[Kind]) -> Run:
-    env = {"LANDMARKS_MAX_IN_FLIGHT": str(args.max_in_flight)}
+class PeakRss:
+    """Samples the workers' resident memory every 0.2 s while it is entered; ``peak`` is the highest."""
+
+    def __init__(self, service: Service) -> None:
+        self.service, self.peak = service, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, self.service.worker_rss())
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.service.worker_rss())
+
+
+def run_service(args: argparse.Namespace, workers: int, max_in_flight: str, kinds: list[Kind]) -> list[Run]:
+    """One service; each client count in turn, each after its own warm-up."""
+    env = {}
+    if max_in_flight:
+        env["LANDMARKS_MAX_IN_FLIGHT"] = max_in_flight
+    if args.max_queue:
+        env["LANDMARKS_MAX_QUEUE"] = args.max_queue
     service = Service(workers, env)
+    runs: list[Run] = []
+    slots = f", {max_in_flight} running" if max_in_flight else ""
     try:
         service.wait_ready()
-        drive(service.url, kinds, args.clients, args.warmup, seed=1)
-        time.sleep(0.5)
-        rss_warm = service.worker_rss()
-        started = time.monotonic()
-        results = drive(service.url, kinds, args.clients, args.duration, seed=2)
-        elapsed = time.monotonic() - started
-        time.sleep(0.5)
-        run = Run(
-            f"WEB_CONCURRENCY={workers}",
-            results,
-            elapsed,
-            rss_warm,
-            service.worker_rss(),
-            args.rss_bound_mib * MiB * workers,
-        )
-        run.check()
+        rss_warm = None
+        for clients in [int(c) for c in args.clients.split(",") if c.strip()]:
+            drive(service.url, kinds, clients, args.warmup, seed=clients)
+            if rss_warm is None:
+                time.sleep(0.5)
+                rss_warm = service.worker_rss()
+            with PeakRss(service) as rss:
+                results, elapsed = drive(service.url, kinds, clients, args.duration, seed=clients + 1)
+            label = f"{workers} worker{'s' if workers > 1 else ''}{slots}, {clients} clients"
+            run = Run(
+                label,
+                results,
+                elapsed,
+                rss_warm,
+                rss.peak,
+                int(args.rss_bound_mib * MiB * workers),
+                all_served=clients <= args.all_served_up_to,
+            )
+            run.check()
+            runs.append(run)
+            print(f"  {label}: {len(results)} requests, {'ok' if not run.failures else 'FAIL'}", flush=True)
     finally:
         code = service.stop()
-    if code not in (0, -signal.SIGTERM):
-        run.failures.append(f"uvicorn exited with status {code} after SIGTERM")
-    if service.error_lines:
-        run.failures.append(f"error log lines, e.g. {service.error_lines[0]}")
-    return run
-
-
-def run_overload(args: argparse.Namespace, kinds: list[Kind]) -> Run:
-    service = Service(1, {"LANDMARKS_MAX_IN_FLIGHT": str(args.overload_max_in_flight)})
-    try:
-        service.wait_ready()
-        started = time.monotonic()
-        results = drive(service.url, kinds, args.overload_clients, args.overload_duration, seed=3)
-        run = Run(
-            f"overload: 1 worker, {args.overload_max_in_flight} slots, {args.overload_clients} clients",
-            results,
-            time.monotonic() - started,
-        )
-        run.check(require_overload=True)
-    finally:
-        service.stop()
-    return run
+    if runs and code not in (0, -signal.SIGTERM):
+        runs[-1].failures.append(f"uvicorn exited with status {code} after SIGTERM")
+    if runs and service.error_lines:
+        runs[-1].failures.append(f"error log lines, e.g. {service.error_lines[0]}")
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of measured load per run")
-    parser.add_argument("--warmup", type=float, default=4.0, help="seconds of load before measuring memory")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    parser.add_argument("--warmup", type=float, default=4.0, help="seconds of load before each run")
+    parser.add_argument("--clients", default="16,64,256", help="comma-separated concurrent client counts")
     parser.add_argument("--workers", default="1,2", help="comma-separated WEB_CONCURRENCY values")
-    parser.add_argument("--max-in-flight", type=int, default=8, help="LANDMARKS_MAX_IN_FLIGHT of the runs")
-    parser.add_argument("--bad-share", type=float, default=0.3, help="share of bad requests in the mix")
+    parser.add_argument(
+        "--max-in-flight",
+        default="",
+        help="comma-separated LANDMARKS_MAX_IN_FLIGHT values to compare (default: the service's)",
+    )
+    parser.add_argument("--max-queue", default="", help="LANDMARKS_MAX_QUEUE (default: the service's)")
+    parser.add_argument(
+        "--all-served-up-to", type=int, default=64, help="up to this many clients, no 503 is allowed"
+    )
+    parser.add_argument("--bad-share", type=float, default=0.0, help="share of bad requests in the mix")
     parser.add_argument(
         "--rss-bound-mib", type=float, default=100.0, help="allowed growth of memory per worker after warm-up"
     )
-    parser.add_argument("--overload-clients", type=int, default=24)
-    parser.add_argument("--overload-max-in-flight", type=int, default=2)
-    parser.add_argument("--overload-duration", type=float, default=8.0, help="0 skips the overload run")
     args = parser.parse_args(argv)
 
     kinds = request_mix(args.bad_share)
-    good_only = [k for k in kinds if k.good]
+    if args.bad_share == 0:
+        kinds = [k for k in kinds if k.good]
+    good = sum(k.good for k in kinds)
     print(
-        f"{args.clients} clients, {args.warmup:.0f} s warm-up + {args.duration:.0f} s per run, "
-        f"{args.bad_share:.0%} bad requests of {len(kinds) - len(good_only)} kinds, "
-        f"{len(good_only)} sample photos, max_in_flight={args.max_in_flight}",
+        f"clients {args.clients}, {args.warmup:.0f} s warm-up + {args.duration:.0f} s per run, "
+        f"{args.bad_share:.0%} bad requests of {len(kinds) - good} kinds, {good} sample photos",
         flush=True,
     )
     runs = []
     for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
-        runs.append(run_load(args, workers, kinds))
-        print(f"  {runs[-1].label}: {len(runs[-1].results)} requests", flush=True)
-    if args.overload_duration > 0:
-        runs.append(run_overload(args, good_only))
+        for max_in_flight in [m.strip() for m in args.max_in_flight.split(",")]:
+            runs.extend(run_service(args, workers, max_in_flight, kinds))
     print()
     print_table([run.row() for run in runs])
     failed = [(run.label, failure) for run in runs for failure in run.failures]

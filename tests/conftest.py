@@ -68,25 +68,22 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """``uvicorn app.main:app`` (or another ``app``) in a child process on a loopback port."""
+    """``uvicorn app.main:app`` (or another ``app``) in a child process on a loopback port; with
+    ``launcher``, the production command ``face-landmarks serve`` (which checks the checkpoint first)."""
 
     def __init__(
-        self, env: dict[str, str] | None = None, workers: int = 1, app: str = "app.main:app"
+        self,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        app: str = "app.main:app",
+        launcher: bool = False,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         child_env = {**os.environ, "WEB_CONCURRENCY": str(workers), **(env or {})}
+        command = ["app.cli", "serve"] if launcher else ["uvicorn", app]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                app,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
+            [sys.executable, "-m", *command, "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=REPO,
             env=child_env,
             stdout=subprocess.PIPE,

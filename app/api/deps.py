@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.admission import AdmissionQueue
 from app.api.budget import PixelBudget
 from app.api.errors import ApiError
 from app.config import Settings
@@ -28,6 +29,11 @@ async def get_pixel_budget(request: Request) -> PixelBudget:
     if budget is None:
         budget = request.app.state.pixel_budget = PixelBudget(request.app.state.settings.max_pixels)
     return budget
+
+
+def get_admission(request: Request) -> AdmissionQueue:
+    """The worker's admission queue (made with the app, shared with the middleware)."""
+    return request.app.state.admission
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

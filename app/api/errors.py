@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import metrics
+from app.api.admission import AdmissionRefused
 from app.inference.errors import (
     InferenceError,
     InvalidImageError,
@@ -58,6 +59,14 @@ def error_response(
     return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
 
 
+def admission_refused_response(exc: AdmissionRefused) -> JSONResponse:
+    """503 for a request the admission queue refused: ``overloaded`` (queue full or waited too long, the
+    ``reason`` says which) or ``shutting_down``, with the queue's Retry-After."""
+    code = "shutting_down" if exc.reason == "shutting_down" else "overloaded"
+    headers = {"Retry-After": str(exc.retry_after)}
+    return error_response(503, code, exc.message, headers=headers, reason=exc.reason)
+
+
 def _json_safe(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors]
 
@@ -86,6 +95,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status in (400, 401, 413, 415, 422):
             metrics.REJECTED.labels(reason=exc.code).inc()
         return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+
+    @app.exception_handler(AdmissionRefused)
+    async def _admission_refused(_: Request, exc: AdmissionRefused) -> JSONResponse:
+        return admission_refused_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -43,9 +43,27 @@ DETECTIONS_BY_UPSAMPLE = Counter(
     "Detections by the dlib upsampling they ran at (after resolving upsample=auto).",
     ["upsample"],
 )
-REJECTED = Counter("landmarks_images_rejected_total", "Uploads rejected, by reason.", ["reason"])
+REJECTED = Counter(
+    "landmarks_images_rejected_total",
+    "Uploads rejected, by reason (the error code, or queue_full, queue_timeout, shutting_down for a 503).",
+    ["reason"],
+)
 IN_FLIGHT = Gauge(
-    "landmarks_requests_in_flight", "Landmark requests in progress.", multiprocess_mode="livesum"
+    "landmarks_requests_in_flight",
+    "Landmark requests running (admission slots held; a batch holds one per image).",
+    multiprocess_mode="livesum",
+)
+QUEUE_DEPTH = Gauge(
+    "landmarks_queue_depth",
+    "Landmark requests waiting in the admission queue (slots wanted; a batch wants one per image).",
+    multiprocess_mode="livesum",
+)
+QUEUE_WAIT = Histogram(
+    "landmarks_queue_wait_seconds",
+    "Time spent in the admission queue, by how the wait ended: started, queue_timeout, shutting_down, "
+    "disconnected (the client left), cancelled.",
+    ["outcome"],
+    buckets=(0.0, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
 

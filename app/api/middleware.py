@@ -1,10 +1,12 @@
 """One pure-ASGI middleware for what every request needs before any route runs: a request id, the
-upload byte limit (enforced while the body streams in, never by buffering it), the bound on landmark
-requests in progress, metrics, one JSON log line per request, and a JSON 500 for anything unexpected.
+upload byte limit (enforced while the body streams in, never by buffering it), an early 503 when the
+worker's admission queue is already full, metrics, one JSON log line per request, and a JSON 500 for
+anything unexpected.
 
-A landmark request takes its in-flight slot once its body has fully arrived, not while it is still
-uploading: the slots bound the work queued for the CPU, and a few clients that open uploads and then
-stall must not hold every slot (and so turn every other request into a 503).
+The landmark routes take their admission slot (``app.api.admission``) once the body has fully arrived,
+not while it is still uploading: a few clients that open uploads and then stall must not hold the slots
+or the queue. A request that arrives while the queue is full is answered at once, without reading the
+upload.
 """
 
 import json
@@ -18,8 +20,9 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 
 from app.api import metrics
+from app.api.admission import AdmissionQueue, AdmissionRefused
 from app.api.bodies import is_json, json_body_limit
-from app.api.errors import error_body
+from app.api.errors import admission_refused_response, error_body
 from app.logging_setup import request_id_var
 
 Scope = MutableMapping[str, Any]
@@ -46,28 +49,21 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class _Overloaded(Exception):
-    pass
-
-
 class RequestContextMiddleware:
     def __init__(
         self,
         app: ASGIApp,
         *,
         max_body_bytes: int,
-        max_in_flight: int,
-        retry_after_seconds: int,
+        admission: AdmissionQueue,
         limited_prefix: str = "/landmarks",
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes + MULTIPART_OVERHEAD
         self.max_json_body_bytes = json_body_limit(max_body_bytes)  # base64 is a third larger
         self.max_upload_bytes = max_body_bytes
-        self.max_in_flight = max_in_flight
-        self.retry_after_seconds = retry_after_seconds
+        self.admission = admission
         self.limited_prefix = limited_prefix
-        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,15 +80,13 @@ class RequestContextMiddleware:
             "response_started": False,
             "body_bytes": 0,
             "too_large": False,
-            "overloaded": False,
-            "counted": False,
         }
         limited = scope["method"] == "POST" and scope["path"].startswith(self.limited_prefix)
         max_body = self.max_json_body_bytes if is_json(headers.get("content-type")) else self.max_body_bytes
 
         async def send_with_id(message: Message) -> None:
-            if state["too_large"] or state["overloaded"]:
-                return  # whatever the app answers, the client gets our 413 or 503
+            if state["too_large"]:
+                return  # whatever the app answers, the client gets our 413
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 state["response_started"] = True
@@ -107,14 +101,6 @@ class RequestContextMiddleware:
                 if state["body_bytes"] > max_body:
                     state["too_large"] = True
                     raise _BodyTooLarge
-                if limited and not message.get("more_body", False) and not state["counted"]:
-                    # The whole body is here: the work starts now, so this is when it takes a slot.
-                    if self.in_flight >= self.max_in_flight:
-                        state["overloaded"] = True
-                        raise _Overloaded
-                    self.in_flight += 1
-                    metrics.IN_FLIGHT.inc()
-                    state["counted"] = True
             return message
 
         try:
@@ -124,9 +110,9 @@ class RequestContextMiddleware:
                     await self._drain(receive, int(declared))
                 state["too_large"] = True
                 await self._payload_too_large(send)
-            elif limited and self.in_flight >= self.max_in_flight:
-                # Already saturated: answer at once, without reading the upload.
-                await self._overloaded(send, state)
+            elif limited and (refusal := self._refusal_on_arrival()):
+                # The queue is already full: answer at once, without reading the upload.
+                await admission_refused_response(refusal)(scope, receive, send_with_id)
             else:
                 await self.app(scope, counting_receive, send_with_id)
                 if state["too_large"]:
@@ -134,11 +120,9 @@ class RequestContextMiddleware:
         except ClientDisconnect:
             # The client went away mid-upload: there is no one to answer, and it is no server error.
             state["status"] = CLIENT_CLOSED_REQUEST
-        except Exception:  # _BodyTooLarge and _Overloaded included: they surface through body parsing
+        except Exception:  # _BodyTooLarge included: it surfaces through body parsing
             if state["too_large"]:
                 await self._payload_too_large(send)
-            elif state["overloaded"]:
-                await self._overloaded(send, state)
             else:
                 logger.exception("unhandled error", extra={"path": scope["path"]})
                 if not state["response_started"]:
@@ -149,9 +133,6 @@ class RequestContextMiddleware:
                         error_body("internal_error", "the request failed inside the service"),
                     )
         finally:
-            if state["counted"]:
-                self.in_flight -= 1
-                metrics.IN_FLIGHT.dec()
             self._record(scope, state, time.perf_counter() - started, request_id)
             request_id_var.reset(token)
 
@@ -163,16 +144,12 @@ class RequestContextMiddleware:
         )
         await self._send_json(send, 413, body, [(b"connection", b"close")])
 
-    async def _overloaded(self, send: Send, state: dict[str, Any]) -> None:
-        """Answer 503 with Retry-After on the raw ``send``."""
-        state["status"] = 503
-        metrics.REJECTED.labels(reason="overloaded").inc()
-        await self._send_json(
-            send,
-            503,
-            error_body("overloaded", "too many requests in progress; retry shortly"),
-            [(b"retry-after", str(self.retry_after_seconds).encode())],
-        )
+    def _refusal_on_arrival(self) -> AdmissionRefused | None:
+        try:
+            self.admission.check_room()
+        except AdmissionRefused as refusal:
+            return refusal
+        return None
 
     @staticmethod
     async def _drain(receive: Receive, declared: int) -> None:

@@ -93,11 +93,14 @@ class AlignResponse(BaseModel):
 class ErrorBody(BaseModel):
     code: str = Field(
         description="Stable code: invalid_image, invalid_request, unauthorized, payload_too_large, "
-        "too_many_pixels, unsupported_media_type, validation_error, overloaded, not_ready, not_found, "
-        "method_not_allowed, internal_error."
+        "too_many_pixels, unsupported_media_type, validation_error, overloaded, shutting_down, not_ready, "
+        "not_found, method_not_allowed, internal_error."
     )
     message: str
     request_id: str | None = None
+    reason: str | None = Field(
+        None, description="For a 503 from the admission queue: queue_full, queue_timeout or shutting_down."
+    )
     details: list[dict[str, Any]] | None = None
 
 

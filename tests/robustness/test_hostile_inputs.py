@@ -475,7 +475,9 @@ def test_concurrent_large_images_take_turns_so_memory_stays_near_that_of_one():
     worker's pixel budget runs them one after the other. (Side by side they took one worker from 359 to
     1148 MiB here; in turn, to 673 MiB.)"""
     data = inputs.large_flat_png(4000)
-    server = LiveServer(env={"LANDMARKS_MAX_PIXELS": str(16_000_000), "LANDMARKS_LOG_LEVEL": "warning"})
+    # Seconds each here: the last would wait past the queue timeout, and this test is about memory.
+    env = {"LANDMARKS_QUEUE_TIMEOUT_SECONDS": "300", "LANDMARKS_LOG_LEVEL": "warning"}
+    server = LiveServer(env={"LANDMARKS_MAX_PIXELS": str(16_000_000), **env})
     try:
         server.wait_ready()
         baseline = rss_bytes(server.process.pid)

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from app.api import metrics
 from app.api.bodies import BATCH_BODY, ImageUpload, read_batch
 from app.api.budget import fitting_groups
-from app.api.deps import PixelBudgetDep, PredictorDep, SettingsDep
+from app.api.deps import PixelBudgetDep, PredictorDep, SettingsDep, get_admission
 from app.api.errors import item_error
 from app.api.routes.landmarks import (
     ERRORS,
@@ -120,15 +120,17 @@ async def batch(
 ) -> Response:
     uploads = await read_batch(request, settings)
     policy = settings.default_upsample if upsample is None else upsample
-    readable, outcomes = await to_thread.run_sync(read_all, uploads, settings.max_pixels)
-    # Every image counts in the pixel budget. Images that fit it together are decoded together and go
-    # through the network together (a whole batch of ordinary photos); larger ones take their turns.
-    for group in fitting_groups([item.weight for item in readable], budget.capacity):
-        members = [readable[i] for i in group]
-        async with budget.hold(sum(item.weight for item in members)):
-            outcomes.update(
-                await to_thread.run_sync(process_group, predictor, members, settings, policy, max_faces)
-            )
+    # Every image counts in the admission queue (a batch of n waits for n slots, capped at what the
+    # worker runs at once) and in the pixel budget. Images that fit the budget together are decoded
+    # together and go through the networks together; larger ones take their turns.
+    async with get_admission(request).slot(weight=len(uploads), receive=request.receive):
+        readable, outcomes = await to_thread.run_sync(read_all, uploads, settings.max_pixels)
+        for group in fitting_groups([item.weight for item in readable], budget.capacity):
+            members = [readable[i] for i in group]
+            async with budget.hold(sum(item.weight for item in members)):
+                outcomes.update(
+                    await to_thread.run_sync(process_group, predictor, members, settings, policy, max_faces)
+                )
     results = [
         {"index": index, **({"id": upload.id} if upload.id is not None else {}), **outcomes[index]}
         for index, upload in enumerate(uploads)

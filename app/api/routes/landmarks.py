@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from app.api import metrics
 from app.api.bodies import IMAGE_BODY, ImageUpload, read_image
 from app.api.budget import PixelBudget
-from app.api.deps import PixelBudgetDep, PredictorDep, SettingsDep
+from app.api.deps import PixelBudgetDep, PredictorDep, SettingsDep, get_admission
 from app.api.schemas import AlignResponse, ErrorResponse, LandmarksResponse
 from app.config import Settings, UpsamplePolicy
 from app.inference import (
@@ -51,7 +51,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "validation_error: missing field, malformed JSON, unknown JSON field, bad parameter "
         "(`details` lists each problem)",
     },
-    503: {"model": ErrorResponse, "description": "overloaded (with Retry-After) or not_ready"},
+    503: {
+        "model": ErrorResponse,
+        "description": "overloaded (the worker's queue is full or the request waited too long in it; "
+        "reason queue_full or queue_timeout), shutting_down, or not_ready; all with Retry-After",
+    },
 }
 
 Upsample = Annotated[
@@ -181,15 +185,16 @@ async def _processed(
     upsample: UpsamplePolicy | None,
     max_faces: int | None,
 ) -> AsyncIterator[tuple[np.ndarray, list[Face], int]]:
-    """The decoded image, its faces and the upsampling used, its pixels held in the worker's budget until
-    the caller is done."""
+    """The decoded image, its faces and the upsampling used: the upload waits its turn in the worker's
+    admission queue, then its pixels are held in the worker's budget until the caller is done."""
     upload = await read_image(request, settings)
     policy = settings.default_upsample if upsample is None else upsample
-    data, weight = await to_thread.run_sync(read_and_weigh, upload, settings.max_pixels)
-    async with budget.hold(weight):
-        yield await to_thread.run_sync(
-            run_pipeline, predictor, data, upload.content_type, settings, policy, max_faces
-        )
+    async with get_admission(request).slot(receive=request.receive):
+        data, weight = await to_thread.run_sync(read_and_weigh, upload, settings.max_pixels)
+        async with budget.hold(weight):
+            yield await to_thread.run_sync(
+                run_pipeline, predictor, data, upload.content_type, settings, policy, max_faces
+            )
 
 
 @router.post(
