@@ -261,11 +261,12 @@ def test_pose_error_estimate_and_detection_upsample_are_shown_when_the_api_sends
     expect(page.locator("#summary")).to_contain_text("upsample 1 (auto)")
 
 
-def test_faces_without_pose_or_error_estimate_list_neither(tab: BrowserTab):
+def test_the_served_faces_list_their_pose_and_error_estimate(tab: BrowserTab):
+    """The real answer of the shipped model: every face has a pose and an error estimate."""
     page = tab.page
     upload(page, FACE_PHOTO)
     wait_for_faces(page, 1)
     face = page.locator("#faces li").first
     expect(face).to_contain_text("score")
-    expect(face).not_to_contain_text("pose")
-    expect(face).not_to_contain_text("error estimate")
+    expect(face).to_contain_text("pose")
+    expect(face).to_contain_text("error estimate")
