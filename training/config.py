@@ -21,7 +21,7 @@ class PrepareConfig:
     """How faces are found and cached (the detector must match the service's defaults)."""
 
     cache: str = "cache"  # folder of the per-dataset caches (git-ignored)
-    upsample: int = 0  # dlib upsampling, 0 = the service default
+    upsample: int = 0  # dlib upsampling of the training boxes (auto serves 0 on photos of 0.5 MP and up)
     detect_on_gray: bool = True  # detect on a grayscale copy, as the service's FaceDetector() does
     margin: float = 0.35  # the cached patch extends this fraction of the box size beyond each side
     cache_box_size: int = 256  # largest box side kept in a cached patch (larger boxes are reduced to it)
@@ -113,7 +113,7 @@ class EvaluateConfig:
     out: str = "runs/eval"  # output folder: summary.json, summary.md, one ced-<dataset>.png each
     flip_test_time: Literal["checkpoint", "on", "off", "both"] = "both"  # which variants of ours to run
     baseline: bool = True  # also run dlib's 68-point predictor on the same boxes
-    upsample: int = 0  # dlib upsampling of the detector (0 = the service default)
+    upsample: int = 0  # dlib upsampling of the detector (0: the level the networks were trained on)
     detect_on_gray: bool = True  # as the service's FaceDetector()
     threshold: float = 0.08  # CED range / AUC / failure threshold on NME (box)
 
@@ -127,7 +127,7 @@ class PoseEvaluateConfig:
     labels: str = ""  # |yaw| per image file name (JSON); default: abs_yaw.json beside the folder
     validation_only: bool = True  # only the validation split (the checkpoint's split rule)
     baseline: bool = True  # also the pose from dlib's 68-point predictor on the same boxes
-    upsample: int = 0  # dlib upsampling of the detector (0 = the service default)
+    upsample: int = 0  # dlib upsampling of the detector (0: the level the networks were trained on)
     out: str = ""  # also write the summary as JSON here (optional)
 
 
