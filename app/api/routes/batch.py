@@ -25,7 +25,7 @@ from app.api.routes.landmarks import (
     model_ref,
     photo_result,
     read_and_weigh,
-    record_faces,
+    record_detection,
 )
 from app.api.schemas import BatchResponse, ErrorResponse
 from app.config import Settings, UpsamplePolicy
@@ -97,8 +97,7 @@ def process_group(
     all_faces = predictor.predict_many(images, levels, max_faces)
     metrics.STAGE_LATENCY.labels(stage="detect_regress_batch").observe(time.perf_counter() - started)
     for index, image, level, faces in zip(indices, images, levels, all_faces, strict=True):
-        metrics.DETECTIONS_BY_UPSAMPLE.labels(upsample=str(level)).inc()
-        record_faces(len(faces))
+        record_detection(len(faces), level)
         outcomes[index] = photo_result(image, [face.to_dict() for face in faces], level)
     return outcomes
 

@@ -113,7 +113,9 @@ def decode_upload(
     return image, upsample
 
 
-def record_faces(count: int) -> None:
+def record_detection(count: int, upsample: int) -> None:
+    """Metrics of one image's detection: the upsampling it ran at and the faces it found."""
+    metrics.DETECTIONS_BY_UPSAMPLE.labels(upsample=str(upsample)).inc()
     metrics.FACES.inc(count)
     metrics.FACES_PER_IMAGE.observe(count)
 
@@ -138,8 +140,7 @@ def run_pipeline(
     metrics.STAGE_LATENCY.labels(stage="decode").observe(t1 - t0)
     metrics.STAGE_LATENCY.labels(stage="detect").observe(t2 - t1)
     metrics.STAGE_LATENCY.labels(stage="regress").observe(t3 - t2)
-    metrics.DETECTIONS_BY_UPSAMPLE.labels(upsample=str(upsample)).inc()
-    record_faces(len(detections))
+    record_detection(len(detections), upsample)
     return image, faces, upsample
 
 
