@@ -5,7 +5,8 @@ One keep-alive client asks for the landmarks of the 8 photos again and again, th
 by round: 8 single multipart requests in turn, one multipart batch, one JSON (base64) batch. Each round's
 time is the time until the client has the landmarks of all 8 photos; p50 and p99 are over rounds, and
 throughput is photos per second over all rounds of a way. Every answer is checked (200, one face per
-photo). ``--write docs/PERFORMANCE.md`` puts the table into that file's batch section.
+photo). ``--write docs/PERFORMANCE.md`` puts the table into that file's ``bench.batch`` section
+(``make bench`` already includes it in ``bench.run``'s).
 """
 
 import argparse
@@ -15,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from bench.common import DATA, Server, machine_description, multipart_body, percentile
+from bench.common import DATA, Server, machine_description, multipart_body, percentile, write_section
 
 SAMPLES = DATA / "samples"
 # Eight photos of one face each under the default upsample policy, of the sizes clients send.
@@ -99,20 +100,6 @@ def measure(rounds: int) -> list[str]:
     return rows
 
 
-def replace_section(path: Path, title: str, block: list[str]) -> None:
-    """Put ``## title`` and ``block`` into the Markdown file: in place of that section, or at the end."""
-    lines = path.read_text().splitlines() if path.exists() else []
-    heading = f"## {title}"
-    new = [heading, "", *block, ""]
-    if heading in lines:
-        start = lines.index(heading)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = new
-    else:
-        lines.extend(["", *new] if lines and lines[-1] else new)
-    path.write_text("\n".join(lines).rstrip("\n") + "\n")
-
-
 def section(rounds: int) -> list[str]:
     """The batch section's text: how it was measured, on what, and the table."""
     return [
@@ -133,7 +120,7 @@ def main() -> None:
     text = section(args.rounds)
     print("\n".join([f"## {TITLE}", "", *text]), flush=True)
     if args.write:
-        replace_section(args.write, TITLE, text)
+        write_section(args.write, "bench.batch", [f"## {TITLE}", "", *text])
         print(f"written to {args.write}")
 
 
