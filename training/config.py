@@ -65,6 +65,8 @@ class TrainConfig:
     share_inner: bool = True  # the served head also learns the 51 inner points of other conventions' faces
     stage: StageName = "box"  # box: first stage on the detector's box; landmarks: a refinement stage
     first_stage: str = ""  # for --stage landmarks: checkpoint of the stages that come before this one
+    first_stages: int = 0  # for --stage landmarks: keep only the first N stages of --first-stage (0 = all)
+    init: str = ""  # start from the weights and statistics of this checkpoint's last stage (a warm restart)
     error_loss_weight: float = 1.0  # weight of the error head's loss (it reads detached features)
     name: str = "onet"  # run name: outputs go to <runs>/<name>
     runs: str = "runs"  # parent folder of run folders (git-ignored)
@@ -141,6 +143,7 @@ class ShipConfig:
     version: str = "1.0.0"  # release version
     name: str = "onet-68"  # release name
     flip_test_time: bool = False  # the predictor's default for this checkpoint
+    first_stage: str = ""  # put this checkpoint's first (box) stage in front of the run's refinement stages
 
 
 # --- command line generation --------------------------------------------------------------------

@@ -26,6 +26,18 @@ def ship(config: ShipConfig) -> Path:
         data = json.loads(report.read_text())
         data.pop("val_history", None)
         metadata["training_report"] = data
+    first = model
+    if config.first_stage:
+        # The refinement stages frame from any first stage's points: a release may pair them with
+        # another (e.g. a smaller) box stage, trained on its own.
+        if not model.refinements:
+            raise ValueError(f"--first-stage: {run / 'best.pt'} has no refinement stage to put after it")
+        first = load_checkpoint(config.first_stage)
+        metadata["first_stage"] = {
+            "checkpoint": config.first_stage,
+            "stages_kept": 1,
+            **{k: first.metadata.get(k) for k in ("name", "version", "trained_on", "split", "training")},
+        }
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if config.evaluation:
@@ -44,5 +56,5 @@ def ship(config: ShipConfig) -> Path:
                 if key in data and plot.is_file():
                     shutil.copyfile(plot, out.parent / plot.name)
     return save_checkpoint(
-        out, model.network, model.config, model.mean, model.std, metadata, model.refinements
+        out, first.network, first.config, first.mean, first.std, metadata, model.refinements
     )

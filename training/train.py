@@ -81,12 +81,39 @@ def build_network(config: TrainConfig, mean_shape: np.ndarray | None) -> nn.Modu
 def earlier_stages(config: TrainConfig) -> LoadedModel | None:
     """The checkpoint whose stages precede a refinement stage (None when training the first stage)."""
     if config.stage == "box":
-        if config.first_stage:
-            raise ValueError("--first-stage goes with --stage landmarks")
+        if config.first_stage or config.first_stages:
+            raise ValueError("--first-stage and --first-stages go with --stage landmarks")
         return None
     if not config.first_stage:
         raise ValueError("--stage landmarks needs --first-stage CHECKPOINT (the stages before it)")
-    return load_checkpoint(config.first_stage)
+    earlier = load_checkpoint(config.first_stage)
+    if config.first_stages < 0 or config.first_stages > len(earlier.stages):
+        raise ValueError(
+            f"--first-stages {config.first_stages}: {config.first_stage} has {len(earlier.stages)} stages"
+        )
+    if config.first_stages:
+        earlier.refinements = earlier.refinements[: config.first_stages - 1]
+    return earlier
+
+
+def warm_start(config: TrainConfig, network: nn.Module, network_config: ONetConfig) -> Stage | None:
+    """For --init: the checkpoint's last stage, whose weights are copied into ``network`` (the
+    architecture and crop must match; the run then standardises its crops with that stage's statistics,
+    the ones its weights were trained with). None without --init."""
+    if not config.init:
+        return None
+    stage = load_checkpoint(config.init).stages[-1]
+    if stage.crop != config.stage:
+        raise ValueError(
+            f"--init {config.init}: its last stage crops {stage.crop!r}, this run {config.stage!r}"
+        )
+    if stage.config.to_dict() != network_config.to_dict():
+        raise ValueError(
+            f"--init {config.init}: its last stage is {stage.config.to_dict()}, this run builds "
+            f"{network_config.to_dict()}"
+        )
+    network.load_state_dict(stage.network.state_dict())
+    return stage
 
 
 def parse_devices(devices: str) -> int | str | list[int]:
@@ -232,6 +259,9 @@ def run_training(config: TrainConfig) -> RunResult:
     mean, std = crop_statistics(plain_train)
     mean_shape = np.mean([plain_train.sample(i, None)[1] for i in range(len(plain_train))], axis=0)
     network = build_network(config, mean_shape)
+    initial = warm_start(config, network, onet_config(config))
+    if initial is not None:
+        mean, std = initial.mean, initial.std
 
     trained_on = []
     for folder, cache in zip(config.data, caches, strict=True):
@@ -267,8 +297,11 @@ def run_training(config: TrainConfig) -> RunResult:
     if earlier is not None:
         metadata["first_stage"] = {
             "checkpoint": config.first_stage,
+            "stages_kept": len(earlier.stages),
             **{k: earlier.metadata.get(k) for k in ("name", "version", "trained_on", "split", "training")},
         }
+    if initial is not None:
+        metadata["init"] = config.init
     _write_json(run_dir / "config.json", config.to_dict())
     _write_json(run_dir / "split.json", split)
     _write_json(run_dir / "prepare.json", [c.report for c in caches])

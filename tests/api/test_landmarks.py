@@ -117,3 +117,20 @@ def test_render_returns_the_annotated_photo(client):
         original = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         assert drawn.shape == original.shape
         assert np.abs(drawn.astype(int) - original.astype(int)).sum() > 0
+
+
+def test_render_draws_the_pose_axes_unless_asked_not_to(client):
+    data = (LFPW / "image_0001.png").read_bytes()
+    drawn = {}
+    for pose in ("true", "false"):
+        response = client.post(
+            "/landmarks/render",
+            params={"format": "png", "pose": pose},
+            files={"image": ("x.png", data, "image/png")},
+        )
+        assert response.status_code == 200
+        drawn[pose] = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(int)
+    # The axes' blue (z) and green (y) strokes are only in the drawing with the pose.
+    extra = np.abs(drawn["true"] - drawn["false"]).sum(axis=2) > 0
+    assert extra.sum() > 50
+    assert (drawn["true"][extra][:, 1] > 150).sum() > 10  # the green y axis

@@ -120,3 +120,27 @@ def test_yaw_points_the_way_the_labelled_nose_turns(predictor) -> None:
         assert np.sign(faces[0].pose.yaw) == np.sign(nose_offset), stem
         checked += 1
     assert checked == 6
+
+
+def test_the_drawn_pose_axes_follow_the_face(predictor: LandmarkPredictor) -> None:
+    from app.inference.render import AXIS_LENGTH, draw_faces, pose_axes
+
+    image = decode_image(PHOTOS[0].read_bytes(), 10**8)
+    face = predictor.predict(image)[0]
+    mirrored_face = predictor.predict(np.ascontiguousarray(image[:, ::-1]))[0]
+    (x_start, x_end), (_, y_end), (_, z_end) = pose_axes(face)
+    assert x_start == pytest.approx(tuple(face.landmarks[30]))  # drawn from the nose tip
+    length = AXIS_LENGTH * face.box.width
+    # x goes to the viewer's right and y down the face, nearly full length on a near-frontal face.
+    assert x_end[0] - x_start[0] > 0.8 * length and y_end[1] - x_start[1] > 0.8 * length
+    # z (out of the face) points the way the face turns: its horizontal part has yaw's sign, and flips
+    # with the photo.
+    z = z_end[0] - x_start[0]
+    mirrored_z = pose_axes(mirrored_face)[2][1][0] - pose_axes(mirrored_face)[2][0][0]
+    assert np.sign(z) == np.sign(face.pose.yaw) == -np.sign(mirrored_z)
+    with_axes, without = draw_faces(image, [face]), draw_faces(image, [face], pose=False)
+    differs = np.abs(with_axes.astype(int) - without.astype(int)).sum(axis=2) > 0
+    ys, xs = np.nonzero(differs)
+    nose = face.landmarks[30]
+    assert len(xs) > 0
+    assert np.abs(xs - nose[0]).max() <= length + 5 and np.abs(ys - nose[1]).max() <= length + 5

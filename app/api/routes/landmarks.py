@@ -231,7 +231,7 @@ async def landmarks(
     },
     response_class=Response,
     openapi_extra=UPLOAD_BODY,
-    summary="The photo with boxes and landmarks drawn",
+    summary="The photo with boxes, landmarks and head-pose axes drawn",
 )
 async def render(
     request: Request,
@@ -241,11 +241,18 @@ async def render(
     upsample: Upsample = None,
     max_faces: MaxFaces = None,
     format: Annotated[Literal["png", "jpeg"] | None, Query(description="Default: jpeg.")] = None,
+    pose: Annotated[
+        bool,
+        Query(
+            description="Draw each face's head-pose axes from the nose tip: x red (the viewer's right "
+            "in a frontal face), y green (down the face), z blue (out of the face)."
+        ),
+    ] = True,
 ) -> Response:
     fmt = format or settings.render_format
     processed = _processed(request, predictor, settings, budget, upsample, max_faces)
     async with processed as (image, faces, used_upsample):
-        encoded = await to_thread.run_sync(lambda: encode_image(draw_faces(image, faces), fmt))
+        encoded = await to_thread.run_sync(lambda: encode_image(draw_faces(image, faces, pose), fmt))
     return Response(
         encoded,
         media_type=f"image/{fmt}",
