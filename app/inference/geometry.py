@@ -43,14 +43,19 @@ class Frame:
         centred = np.asarray(normalised, dtype=np.float64) - 0.5
         return centred @ self._axes().T + np.array([self.cx, self.cy])
 
+    def _inverse_axes(self) -> np.ndarray:
+        """The inverse of ``_axes()`` in closed form (a rotation times a scaling)."""
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        return np.array([[c / self.width, -s / self.width], [s / self.height, c / self.height]])
+
     def to_normalised(self, points: np.ndarray) -> np.ndarray:
         """Image-pixel (..., 2) points -> normalised frame coordinates."""
         offset = np.asarray(points, dtype=np.float64) - np.array([self.cx, self.cy])
-        return offset @ np.linalg.inv(self._axes()).T + 0.5
+        return offset @ self._inverse_axes().T + 0.5
 
     def crop_matrix(self, size: int) -> np.ndarray:
         """2x3 affine map from image pixels to the pixels of a ``size`` x ``size`` crop."""
-        inv = np.linalg.inv(self._axes()) * size
+        inv = self._inverse_axes() * size
         # crop pixel u = size * n - 0.5 with n = inv(axes) @ (p - c) + 0.5
         offset = -inv @ np.array([self.cx, self.cy]) + 0.5 * size - 0.5
         return np.hstack([inv, offset[:, None]])
@@ -86,25 +91,51 @@ def landmark_frame(points: np.ndarray, side: float = LANDMARK_FRAME_SIDE) -> Fra
     return Frame(cx=float(cx), cy=float(cy), width=length, height=length, angle=-image_angle)
 
 
+def _block_range(centre: float, half: float, factor: int, limit: int) -> tuple[int, int]:
+    """Pixel range [start, stop) of whole ``factor``-pixel blocks that covers ``centre +- half`` (pixel
+    centre coordinates), laid out symmetrically about ``centre`` (so a mirrored photo gets the mirrored
+    blocks) and kept inside ``0..limit`` by whole blocks."""
+    reach = factor * (int(np.ceil(half / factor)) + 1)
+    start = int(round(centre + 0.5 - reach))
+    stop = start + 2 * reach
+    if start < 0:
+        start += factor * -(start // factor)
+    if stop > limit:
+        stop -= factor * -((limit - stop) // factor)
+    return start, stop
+
+
 def crop_frame(image: np.ndarray, frame: Frame, size: int) -> np.ndarray:
     """Resample ``frame`` of ``image`` into a ``size`` x ``size`` crop.
 
     Where the frame leaves the image the crop is zero-padded, so the crop's geometry is always the
     frame's. When the frame is larger than the crop, only the region under the frame is first reduced
-    with area averaging, which avoids the aliasing of a plain bilinear warp.
+    with area averaging, which avoids the aliasing of a plain bilinear warp. From twice the crop's size
+    on, that reduction is by the largest whole factor that does not pass the crop's size (OpenCV's fast
+    path: 0.15 against 0.39 ms for a fractional factor on a 230-px face), and the warp reduces by the
+    remaining factor, less than 1.5.
     """
     reduction = min(frame.width, frame.height) / size
     if reduction > 1.0:
         corners = frame.to_image(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
         height, width = image.shape[:2]
-        x0 = max(0, int(np.floor(corners[:, 0].min())) - 1)
-        y0 = max(0, int(np.floor(corners[:, 1].min())) - 1)
-        x1 = min(width, int(np.ceil(corners[:, 0].max())) + 2)
-        y1 = min(height, int(np.ceil(corners[:, 1].max())) + 2)
-        if x0 >= x1 or y0 >= y1:  # the frame lies wholly outside the image
+        if reduction >= 2.0:
+            factor = int(reduction)
+            half = np.abs(corners - (frame.cx, frame.cy)).max(axis=0)
+            x0, x1 = _block_range(frame.cx, half[0], factor, width)
+            y0, y1 = _block_range(frame.cy, half[1], factor, height)
+        else:
+            x0 = max(0, int(np.floor(corners[:, 0].min())) - 1)
+            y0 = max(0, int(np.floor(corners[:, 1].min())) - 1)
+            x1 = min(width, int(np.ceil(corners[:, 0].max())) + 2)
+            y1 = min(height, int(np.ceil(corners[:, 1].max())) + 2)
+        if x0 >= x1 or y0 >= y1:  # the frame lies (nearly) wholly outside the image
             return np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
         region = image[y0:y1, x0:x1]
-        small_size = (max(1, round((x1 - x0) / reduction)), max(1, round((y1 - y0) / reduction)))
+        if reduction >= 2.0:
+            small_size = ((x1 - x0) // factor, (y1 - y0) // factor)
+        else:
+            small_size = (max(1, round((x1 - x0) / reduction)), max(1, round((y1 - y0) / reduction)))
         small = cv2.resize(region, small_size, interpolation=cv2.INTER_AREA)
         fx, fy = small_size[0] / (x1 - x0), small_size[1] / (y1 - y0)
         # Same pixel-centre convention in the reduced region: x_small = (x - x0 + 0.5) * fx - 0.5
