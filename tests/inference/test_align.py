@@ -55,9 +55,10 @@ def test_the_eye_line_is_level_in_the_chip(faces, template: str, size: int) -> N
 
 
 def test_near_frontal_faces_land_on_the_arcface_template_at_112(faces) -> None:
-    """|yaw| and |pitch| <= 15 degrees: eyes and mouth corners land a median of at most 2 px from the
-    template, the nose tip 3 px, all five 2 px on average. A similarity cannot fit every face's
-    proportions (an open mouth, a long nose), so single faces may have a point 3-6 px off (measured)."""
+    """|yaw| and |pitch| <= 15 degrees: the five points land 2 px from the template on average (the
+    issue's bound), eyes and mouth corners a median of at most 2 px, the nose tip 3 px. A similarity
+    cannot fit every face's proportions (an open mouth, a long nose), so single faces may have a point
+    3-6 px off (measured)."""
     frontal = [f for _, f in faces if abs(f.pose.yaw) <= 15 and abs(f.pose.pitch) <= 15]
     assert len(frontal) >= 10
     distances = np.array(
@@ -69,15 +70,13 @@ def test_near_frontal_faces_land_on_the_arcface_template_at_112(faces) -> None:
         ]
     )
     medians = np.median(distances, axis=0)
-    assert (medians[[0, 1]] <= 2.0).all(), "eye centres"
-    # The 300-W convention's outer mouth corners (48, 54) sit slightly outside the template's: 2.1 px
-    # for 48 with the 2.0.0 cascade (measured), against the issue's 2 px.
-    assert (medians[[3, 4]] <= 2.2).all(), "mouth corners"
-    # iBUG's nose tip (30) sits above the nose point of the 5-point template: measured 2.5 px with the
-    # AFLW-convention 1.0.0 model, 3.4 px with the 300-W-convention 2.0.0 cascade.
-    assert medians[2] <= 3.5
-    # 1.9 px with the 1.0.0 model, 2.08 px with the 2.0.0 cascade (measured): the issue asks 2 px.
-    assert distances.mean() <= 2.2
+    # Measured with 2.1.0's points (21 near-frontal faces): medians 1.34 and 1.20 px (eye centres), 2.81
+    # (nose), 1.43 and 1.33 (mouth corners), 1.87 px on average. With the bare points 30, 48 and 54 as
+    # nose and mouth corners the average was 1.98 px (2.08 with 2.0.0's points).
+    assert (medians[[0, 1, 3, 4]] <= 2.0).all(), "eye centres and mouth corners"
+    # The nose varies most between faces (its length against the eye-mouth distance): 3 px.
+    assert medians[2] <= 3.0
+    assert distances.mean() <= 2.0
 
 
 def test_the_template_scales_with_the_size(faces) -> None:
