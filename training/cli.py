@@ -1,4 +1,4 @@
-"""``face-landmarks-train prepare|train|evaluate|pose|ship`` (also ``python -m training ...``).
+"""``face-landmarks-train prepare|train|evaluate|pose|calibrate|ship`` (also ``python -m training ...``).
 
 Options are generated from the dataclasses of ``training.config``; this module has no logic of its own.
 """
@@ -9,6 +9,7 @@ import logging
 import sys
 
 from training.config import (
+    CalibrateConfig,
     EvaluateConfig,
     PoseEvaluateConfig,
     PrepareConfig,
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(evaluate, EvaluateConfig)
     pose = commands.add_parser("pose", help="head-pose accuracy (|yaw| error) on AFLW2000-3D, vs dlib")
     add_arguments(pose, PoseEvaluateConfig)
+    calibrate = commands.add_parser(
+        "calibrate", help="fit the error estimate's calibration on the training split's faces"
+    )
+    add_arguments(calibrate, CalibrateConfig)
     ship = commands.add_parser("ship", help="copy a run's best checkpoint to models/ with release metadata")
     add_arguments(ship, ShipConfig)
     return parser
@@ -62,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.pose_eval import run_pose_evaluation
 
         print(pose_table(run_pose_evaluation(from_arguments(PoseEvaluateConfig, args))))
+    elif args.command == "calibrate":
+        from training.calibrate import run_calibration
+
+        print(json.dumps(run_calibration(from_arguments(CalibrateConfig, args)), indent=2))
     elif args.command == "ship":
         from training.ship import ship
 

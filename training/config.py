@@ -134,10 +134,22 @@ class PoseEvaluateConfig:
 
 
 @dataclass
+class CalibrateConfig:
+    """Fit the error estimate's calibration (app.inference.calibration) on the training split's faces."""
+
+    checkpoint: str = "models/landmarks.pt"  # checkpoint whose error estimate is calibrated
+    data: list[str] = field(default_factory=list)  # folders it was trained on (their training split is used)
+    out: str = ""  # where the calibrated checkpoint goes (default: over --checkpoint)
+    upsample: int = 0  # dlib upsampling of the detector (0: the level the networks were trained on)
+    detect_on_gray: bool = True  # as the service's FaceDetector()
+
+
+@dataclass
 class ShipConfig:
     """Copy a run's best checkpoint to models/ with release metadata."""
 
     run: str = "runs/onet"  # run folder holding best.pt
+    checkpoint: str = ""  # release this checkpoint instead of <run>/best.pt (e.g. a calibrated one)
     evaluation: str = ""  # summary.json of `evaluate` to embed (optional)
     out: str = "models/landmarks.pt"  # where the shipped checkpoint goes
     version: str = "1.0.0"  # release version

@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 # --- methods ----------------------------------------------------------------------------------------
 
-# (image, boxes) -> ((N, 68, 2) points, (N,) error estimates or None)
-LandmarkMethod = Callable[[np.ndarray, list[Box]], tuple[np.ndarray, np.ndarray | None]]
+# (image, boxes, detector scores) -> ((N, 68, 2) points, (N,) error estimates or None)
+LandmarkMethod = Callable[[np.ndarray, list[Box], list[float]], tuple[np.ndarray, np.ndarray | None]]
 
 
 def dlib_predictor_path() -> Path:
@@ -54,7 +54,9 @@ class DlibShapePredictor:
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(str(path or dlib_predictor_path()))
 
-    def __call__(self, image: np.ndarray, boxes: list[Box]) -> tuple[np.ndarray, None]:
+    def __call__(
+        self, image: np.ndarray, boxes: list[Box], scores: list[float] | None = None
+    ) -> tuple[np.ndarray, None]:
         out = []
         for b in boxes:
             shape = self._predictor(image, self._dlib.rectangle(b.left, b.top, b.right, b.bottom))
@@ -141,7 +143,7 @@ def evaluate_folder(
         result.stems.append(item.stem)
         for name, method in methods.items():
             started = time.perf_counter()
-            points, estimates = method(image, [match.box])
+            points, estimates = method(image, [match.box], [match.score])
             result.seconds[name] += time.perf_counter() - started
             result.nme[name].append(nme_box(points[0], item.points, match.box))
             result.nme_io[name].append(nme_interocular(points[0], item.points))

@@ -10,9 +10,11 @@ from training.config import ShipConfig
 
 
 def ship(config: ShipConfig) -> Path:
-    """Write ``config.out`` from ``<run>/best.pt``; copy the evaluation's CED plots beside it."""
+    """Write ``config.out`` from ``<run>/best.pt`` (or ``--checkpoint``); copy the evaluation's plots
+    beside it."""
     run = Path(config.run)
-    model = load_checkpoint(run / "best.pt")
+    source = Path(config.checkpoint) if config.checkpoint else run / "best.pt"
+    model = load_checkpoint(source)
     metadata = dict(model.metadata)
     metadata.update(
         name=config.name,
@@ -31,8 +33,10 @@ def ship(config: ShipConfig) -> Path:
         # The refinement stages frame from any first stage's points: a release may pair them with
         # another (e.g. a smaller) box stage, trained on its own.
         if not model.refinements:
-            raise ValueError(f"--first-stage: {run / 'best.pt'} has no refinement stage to put after it")
+            raise ValueError(f"--first-stage: {source} has no refinement stage to put after it")
         first = load_checkpoint(config.first_stage)
+        # The error estimate's calibration was fitted with the other first stage's framing.
+        metadata.pop("error_calibration", None)
         metadata["first_stage"] = {
             "checkpoint": config.first_stage,
             "stages_kept": 1,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.inference.calibration import ErrorCalibration
 from app.inference.checkpoint import LoadedModel, Stage, load_checkpoint
 from app.inference.detector import Box, Detection, FaceDetector, Upsample
 from app.inference.geometry import Frame, crop_frame, landmark_frame
@@ -132,7 +133,8 @@ class LandmarkPredictor:
 
     ``flip_test_time`` averages the last stage's prediction of each crop with that of its mirror image;
     ``None`` takes the checkpoint's recommendation. ``optimise`` serves traced and fused copies of the
-    networks.
+    networks. ``calibrate_error`` applies the checkpoint's ``error_calibration`` (if it has one) to the
+    error estimate of detected faces (``app.inference.calibration``).
     """
 
     def __init__(
@@ -142,8 +144,10 @@ class LandmarkPredictor:
         *,
         flip_test_time: bool | None = None,
         optimise: bool = True,
+        calibrate_error: bool = True,
     ) -> None:
         self.model = model
+        self.calibration = ErrorCalibration.from_metadata(model.metadata) if calibrate_error else None
         self.detector = detector or FaceDetector()
         if flip_test_time is None:
             flip_test_time = bool(model.metadata.get("flip_test_time", False))
@@ -179,11 +183,15 @@ class LandmarkPredictor:
         return self.stages[0].crops(image, [Frame.from_box(b) for b in boxes])
 
     def estimate_many(
-        self, images: Sequence[np.ndarray], boxes: Sequence[list[Box]]
+        self,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[list[Box]],
+        scores: Sequence[Sequence[float]] | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """For each image and its boxes: ((N, 68, 2) landmarks in original-image pixels, (N,) expected
         NME (box) or None), through every stage of the cascade. The crops of all images go through each
-        stage's network together."""
+        stage's network together. With the detector's ``scores`` of the boxes, the error estimate is
+        the calibrated one the service serves; without them it is the error head's own."""
         flat = [box for found in boxes for box in found]
         ends = np.cumsum([len(found) for found in boxes])
         runs = [
@@ -211,11 +219,18 @@ class LandmarkPredictor:
             sides = np.array([np.sqrt(f.width * f.height) for f in frames])
             box_sides = np.array([np.sqrt(b.width * b.height) for b in flat])
             errors = np.exp(log_error) * sides / box_sides
+            if self.calibration is not None and scores is not None:
+                flat_scores = np.array([score for found in scores for score in found], dtype=np.float64)
+                if len(flat_scores) != len(flat):
+                    raise ValueError(f"{len(flat_scores)} detector scores for {len(flat)} boxes")
+                errors = self.calibration.apply(errors, flat_scores, box_sides)
         return [(points[a:b], None if errors is None else errors[a:b]) for _, a, b in runs]
 
-    def estimate(self, image: np.ndarray, boxes: list[Box]) -> tuple[np.ndarray, np.ndarray | None]:
+    def estimate(
+        self, image: np.ndarray, boxes: list[Box], scores: Sequence[float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """``estimate_many`` for one image."""
-        return self.estimate_many([image], [boxes])[0]
+        return self.estimate_many([image], [boxes], None if scores is None else [scores])[0]
 
     def landmarks_for_boxes(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
         """(N, 68, 2) landmarks in original-image pixels for the given boxes."""
@@ -225,7 +240,11 @@ class LandmarkPredictor:
         self, images: Sequence[np.ndarray], detections: Sequence[list[Detection]]
     ) -> list[list[Face]]:
         """A Face (box, score, landmarks, pose, error estimate) for each detection of each image."""
-        estimates = self.estimate_many(images, [[d.box for d in found] for found in detections])
+        estimates = self.estimate_many(
+            images,
+            [[d.box for d in found] for found in detections],
+            [[d.score for d in found] for found in detections],
+        )
         return [
             [
                 Face(d.box, d.score, p, head_pose(p), None if errors is None else float(errors[i]))

@@ -153,6 +153,22 @@ def test_a_refinement_stage_trains_on_top_of_an_earlier_checkpoint(small_aflw: P
     faces = LandmarkPredictor(release).predict(decode_image((LFPW / "image_0001.png").read_bytes(), 10**8))
     assert len(faces) == 1 and np.isfinite(faces[0].landmarks).all()
 
+    # The error estimate's calibration is fitted on the training split's faces and travels with a
+    # release of that checkpoint, not with one that swaps its first stage.
+    calibrated = tmp_path / "calibrated.pt"
+    args = ["calibrate", "--checkpoint", str(refined), "--out", str(calibrated)]
+    assert main([*args, "--data", str(small_aflw), str(MENPO)]) == 0
+    record = load_checkpoint(calibrated).metadata["error_calibration"]
+    assert record["split"] == "training" and record["fitted_on"] == [str(small_aflw), str(MENPO)]
+    assert record["faces"] == sum(r["faces_train"] for r in model.metadata["trained_on"])
+    release = ["ship", "--run", str(tmp_path / "runs" / "refine"), "--checkpoint", str(calibrated)]
+    kept, swapped = tmp_path / "kept.pt", tmp_path / "swapped.pt"
+    assert main([*release, "--out", str(kept)]) == 0
+    assert load_checkpoint(kept).metadata["error_calibration"] == record
+    other_first = str(tmp_path / "runs" / "other" / "best.pt")
+    assert main([*release, "--out", str(swapped), "--first-stage", other_first]) == 0
+    assert "error_calibration" not in load_checkpoint(swapped).metadata
+
 
 @pytest.mark.parametrize(
     ("extra", "message"),

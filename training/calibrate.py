@@ -1,0 +1,69 @@
+"""Fit the error estimate's calibration on the training split's faces (``app.inference.calibration``).
+
+Every labelled face of the training split of each folder (the checkpoint's split rule) goes through the
+service's detector and predictor; the least-squares fit of log(true NME) on the error head's estimate,
+the detector score and the box size is written into the checkpoint's metadata. The validation faces,
+on which ``evaluate`` judges the estimate, are never used.
+"""
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.inference import FaceDetector, LandmarkPredictor
+from app.inference.calibration import ErrorCalibration
+from app.inference.checkpoint import load_checkpoint, save_checkpoint
+from app.inference.imaging import decode_image
+from training.config import CalibrateConfig
+from training.data import MAX_PIXELS, is_validation, match_detection, scan_folder
+from training.metrics import nme_box, spearman
+
+logger = logging.getLogger(__name__)
+
+
+def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
+    if not config.data:
+        raise ValueError("no folders given (--data FOLDER ...): the ones the checkpoint was trained on")
+    model = load_checkpoint(config.checkpoint)
+    if not model.output_config.error_head:
+        raise ValueError(f"{config.checkpoint} has no error head: there is no estimate to calibrate")
+    predictor = LandmarkPredictor(model, FaceDetector(on_gray=config.detect_on_gray), calibrate_error=False)
+    split = model.metadata.get("split", {})
+    val_fraction = float(split.get("val_fraction", 0.15))
+    salt = str(split.get("salt", "face-landmarks-split-v1"))
+    raw, scores, sides, truth = [], [], [], []
+    for folder in config.data:
+        for item in scan_folder(folder).images:
+            if is_validation(item.stem, val_fraction, salt):
+                continue
+            image = decode_image(item.image.read_bytes(), MAX_PIXELS)
+            match = match_detection(predictor.detect(image, config.upsample), item.points)
+            if match is None:
+                continue
+            points, estimate = predictor.estimate(image, [match.box])
+            assert estimate is not None
+            raw.append(float(estimate[0]))
+            scores.append(match.score)
+            sides.append(float(np.sqrt(match.box.width * match.box.height)))
+            truth.append(nme_box(points[0], item.points, match.box))
+    if len(truth) < 10:
+        raise ValueError(f"only {len(truth)} training faces found: too few to fit the calibration")
+    calibration = ErrorCalibration.fit(np.array(raw), np.array(scores), np.array(sides), np.array(truth))
+    calibrated = calibration.apply(np.array(raw), np.array(scores), np.array(sides))
+    record = {
+        **calibration.to_dict(),
+        "fitted_on": list(config.data),
+        "split": "training",
+        "faces": len(truth),
+        "spearman_training_raw": round(spearman(np.array(truth), np.array(raw)), 4),
+        "spearman_training_calibrated": round(spearman(np.array(truth), calibrated), 4),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    out = Path(config.out or config.checkpoint)
+    metadata = {**model.metadata, "error_calibration": record}
+    save_checkpoint(out, model.network, model.config, model.mean, model.std, metadata, model.refinements)
+    logger.info("calibration of %s on %d training faces -> %s", config.checkpoint, len(truth), out)
+    return {"checkpoint": str(out), "error_calibration": record}
