@@ -44,7 +44,8 @@ class FaceOut(BaseModel):
     error_estimate: float | None = Field(
         default=None,
         description="Expected NME (box) of this face's landmarks (mean point error / sqrt(W x H) of the "
-        "box), predicted by the network from the crop: above 0.08 the points are likely wrong (see the "
+        "box), predicted by the network from the crop and calibrated with the detector's score and the "
+        "face's size: above 0.08 the points are likely wrong (see the "
         "model card for how well it ranks and flags errors). Absent where the model has no error head.",
     )
 
