@@ -37,13 +37,16 @@ def _detect(self: FaceDetector, image: np.ndarray, upsample: int = 0) -> list[De
 
 
 def _estimate_many(
-    self: LandmarkPredictor, images: Sequence[np.ndarray], boxes: Sequence[list[Box]]
+    self: LandmarkPredictor,
+    images: Sequence[np.ndarray],
+    boxes: Sequence[list[Box]],
+    scores: Sequence[Sequence[float]] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
     if any(image.shape[1] == RAISE_IN_NETWORK_WIDTH for image in images):
         # A crop far smaller than the network's input: torch itself raises from inside a convolution.
         with torch.inference_mode():
             self.model.network(torch.zeros(1, 3, 4, 4))
-    return _real_estimate_many(self, images, boxes)
+    return _real_estimate_many(self, images, boxes, scores)
 
 
 FaceDetector.detect = _detect  # type: ignore[method-assign]
