@@ -18,7 +18,7 @@ from app.inference.calibration import ErrorCalibration
 from app.inference.checkpoint import load_checkpoint, save_checkpoint
 from app.inference.imaging import decode_image
 from training.config import CalibrateConfig
-from training.data import MAX_PIXELS, is_validation, match_detection, scan_folder
+from training.data import MAX_PIXELS, checkpoint_split, is_validation, match_detection, scan_folder
 from training.metrics import nme_box, spearman
 
 logger = logging.getLogger(__name__)
@@ -31,9 +31,7 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
     if not model.output_config.error_head:
         raise ValueError(f"{config.checkpoint} has no error head: there is no estimate to calibrate")
     predictor = LandmarkPredictor(model, FaceDetector(on_gray=config.detect_on_gray), calibrate_error=False)
-    split = model.metadata.get("split", {})
-    val_fraction = float(split.get("val_fraction", 0.15))
-    salt = str(split.get("salt", "face-landmarks-split-v1"))
+    val_fraction, salt = checkpoint_split(model.metadata)
     raw, scores, sides, truth = [], [], [], []
     for folder in config.data:
         for item in scan_folder(folder).images:
@@ -51,15 +49,16 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
             truth.append(nme_box(points[0], item.points, match.box))
     if len(truth) < 10:
         raise ValueError(f"only {len(truth)} training faces found: too few to fit the calibration")
-    calibration = ErrorCalibration.fit(np.array(raw), np.array(scores), np.array(sides), np.array(truth))
-    calibrated = calibration.apply(np.array(raw), np.array(scores), np.array(sides))
+    inputs = (np.array(raw), np.array(scores), np.array(sides))
+    true_nme = np.array(truth)
+    calibration = ErrorCalibration.fit(*inputs, true_nme)
     record = {
         **calibration.to_dict(),
         "fitted_on": list(config.data),
         "split": "training",
         "faces": len(truth),
-        "spearman_training_raw": round(spearman(np.array(truth), np.array(raw)), 4),
-        "spearman_training_calibrated": round(spearman(np.array(truth), calibrated), 4),
+        "spearman_training_raw": round(spearman(true_nme, inputs[0]), 4),
+        "spearman_training_calibrated": round(spearman(true_nme, calibration.apply(*inputs)), 4),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     out = Path(config.out or config.checkpoint)

@@ -29,7 +29,7 @@ from app.inference.geometry import Frame, crop_frame, landmark_frame
 from app.inference.imaging import decode_image
 from app.inference.landmarks import NUM_POINTS
 from training.augment import flip_face, jitter_frame, photometric
-from training.config import AugmentConfig, PrepareConfig
+from training.config import AugmentConfig, PrepareConfig, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,17 @@ def is_validation(stem: str, val_fraction: float, salt: str) -> bool:
     """Stable, reproducible split by image: a hash of the file stem (see ``SPLIT_RULE``)."""
     digest = hashlib.sha1((salt + stem).encode("utf-8")).hexdigest()
     return int(digest[:15], 16) / 16**15 < val_fraction
+
+
+def checkpoint_split(metadata: dict[str, Any]) -> tuple[float, str]:
+    """(val_fraction, salt) of the split a checkpoint was trained with (training's defaults when its
+    metadata does not say): the arguments of ``is_validation`` for that checkpoint's faces."""
+    split = metadata.get("split", {})
+    defaults = TrainConfig()
+    return (
+        float(split.get("val_fraction", defaults.val_fraction)),
+        str(split.get("salt", defaults.split_salt)),
+    )
 
 
 def patch_geometry(box: Box, margin: float, cache_box_size: int) -> tuple[Frame, int]:

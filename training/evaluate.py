@@ -20,7 +20,7 @@ from app.inference import Box, FaceDetector, LandmarkPredictor
 from app.inference.checkpoint import load_checkpoint
 from app.inference.imaging import decode_image
 from training.config import EvaluateConfig
-from training.data import MAX_PIXELS, is_validation, match_detection, scan_folder
+from training.data import MAX_PIXELS, checkpoint_split, is_validation, match_detection, scan_folder
 from training.metrics import THRESHOLD, nme_box, nme_inner, nme_interocular, summarise
 
 logger = logging.getLogger(__name__)
@@ -180,9 +180,7 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     predictor, methods = build_methods(config)
-    split = predictor.model.metadata.get("split", {})
-    val_fraction = float(split.get("val_fraction", 0.15))
-    salt = str(split.get("salt", "face-landmarks-split-v1"))
+    val_fraction, salt = checkpoint_split(predictor.model.metadata)
 
     def detect(image: np.ndarray) -> list:
         return predictor.detect(image, config.upsample)

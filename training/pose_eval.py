@@ -18,7 +18,7 @@ from app.inference import Detection, LandmarkPredictor
 from app.inference.imaging import decode_image
 from app.inference.pose import head_pose
 from training.config import PoseEvaluateConfig
-from training.data import MAX_PIXELS, is_validation, match_detection, scan_folder
+from training.data import MAX_PIXELS, checkpoint_split, is_validation, match_detection, scan_folder
 
 MAX_ABS_YAW = 99.0
 
@@ -126,8 +126,7 @@ def markdown_table(evaluation: PoseEvaluation) -> str:
 def run_pose_evaluation(config: PoseEvaluateConfig) -> PoseEvaluation:
     """``face-landmarks-train pose``: the checkpoint's pose accuracy; the summary also as JSON if asked."""
     predictor = LandmarkPredictor.from_checkpoint(config.checkpoint)
-    split = predictor.model.metadata.get("split", {})
-    validation = (float(split.get("val_fraction", 0.15)), str(split.get("salt", "face-landmarks-split-v1")))
+    validation = checkpoint_split(predictor.model.metadata)
     evaluation = evaluate_pose(
         predictor,
         config.folder,

@@ -4,9 +4,20 @@ import datetime as dt
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
-from app.inference.checkpoint import load_checkpoint, save_checkpoint
+from app.inference.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from training.config import ShipConfig
+
+
+def first_stage_record(checkpoint: str, earlier: LoadedModel, stages_kept: int) -> dict[str, Any]:
+    """What a cascade's metadata says (under ``first_stage``) of the stages put before its own."""
+    keys = ("name", "version", "trained_on", "split", "training")
+    return {
+        "checkpoint": checkpoint,
+        "stages_kept": stages_kept,
+        **{k: earlier.metadata.get(k) for k in keys},
+    }
 
 
 def ship(config: ShipConfig) -> Path:
@@ -37,11 +48,7 @@ def ship(config: ShipConfig) -> Path:
         first = load_checkpoint(config.first_stage)
         # The error estimate's calibration was fitted with the other first stage's framing.
         metadata.pop("error_calibration", None)
-        metadata["first_stage"] = {
-            "checkpoint": config.first_stage,
-            "stages_kept": 1,
-            **{k: first.metadata.get(k) for k in ("name", "version", "trained_on", "split", "training")},
-        }
+        metadata["first_stage"] = first_stage_record(config.first_stage, first, 1)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if config.evaluation:

@@ -37,6 +37,7 @@ from training.data import (
     split_items,
 )
 from training.module import LandmarkModule
+from training.ship import first_stage_record
 
 logger = logging.getLogger(__name__)
 
@@ -295,11 +296,7 @@ def run_training(config: TrainConfig) -> RunResult:
         "flip_test_time": False,
     }
     if earlier is not None:
-        metadata["first_stage"] = {
-            "checkpoint": config.first_stage,
-            "stages_kept": len(earlier.stages),
-            **{k: earlier.metadata.get(k) for k in ("name", "version", "trained_on", "split", "training")},
-        }
+        metadata["first_stage"] = first_stage_record(config.first_stage, earlier, len(earlier.stages))
     if initial is not None:
         metadata["init"] = config.init
     _write_json(run_dir / "config.json", config.to_dict())

@@ -119,12 +119,14 @@ def crop_frame(image: np.ndarray, frame: Frame, size: int) -> np.ndarray:
     if reduction > 1.0:
         corners = frame.to_image(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
         height, width = image.shape[:2]
+        factor: float
         if reduction >= 2.0:
             factor = int(reduction)
             half = np.abs(corners - (frame.cx, frame.cy)).max(axis=0)
             x0, x1 = _block_range(frame.cx, half[0], factor, width)
             y0, y1 = _block_range(frame.cy, half[1], factor, height)
         else:
+            factor = reduction
             x0 = max(0, int(np.floor(corners[:, 0].min())) - 1)
             y0 = max(0, int(np.floor(corners[:, 1].min())) - 1)
             x1 = min(width, int(np.ceil(corners[:, 0].max())) + 2)
@@ -132,10 +134,8 @@ def crop_frame(image: np.ndarray, frame: Frame, size: int) -> np.ndarray:
         if x0 >= x1 or y0 >= y1:  # the frame lies (nearly) wholly outside the image
             return np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
         region = image[y0:y1, x0:x1]
-        if reduction >= 2.0:
-            small_size = ((x1 - x0) // factor, (y1 - y0) // factor)
-        else:
-            small_size = (max(1, round((x1 - x0) / reduction)), max(1, round((y1 - y0) / reduction)))
+        # Exact for a whole factor: the block range is a multiple of it.
+        small_size = (max(1, round((x1 - x0) / factor)), max(1, round((y1 - y0) / factor)))
         small = cv2.resize(region, small_size, interpolation=cv2.INTER_AREA)
         fx, fy = small_size[0] / (x1 - x0), small_size[1] / (y1 - y0)
         # Same pixel-centre convention in the reduced region: x_small = (x - x0 + 0.5) * fx - 0.5
