@@ -6,6 +6,8 @@ rotated (training augmentation). Landmarks inside a frame are expressed in *norm
 (0, 0) is the frame's top-left corner, (1, 1) its bottom-right; points may fall outside [0, 1].
 """
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -35,7 +37,7 @@ class Frame:
 
     def _axes(self) -> np.ndarray:
         """2x2 matrix whose columns are the frame's x and y axes scaled to its size."""
-        c, s = np.cos(self.angle), np.sin(self.angle)
+        c, s = math.cos(self.angle), math.sin(self.angle)
         return np.array([[c * self.width, s * self.height], [-s * self.width, c * self.height]])
 
     def to_image(self, normalised: np.ndarray) -> np.ndarray:
@@ -45,7 +47,7 @@ class Frame:
 
     def _inverse_axes(self) -> np.ndarray:
         """The inverse of ``_axes()`` in closed form (a rotation times a scaling)."""
-        c, s = np.cos(self.angle), np.sin(self.angle)
+        c, s = math.cos(self.angle), math.sin(self.angle)
         return np.array([[c / self.width, -s / self.width], [s / self.height, c / self.height]])
 
     def to_normalised(self, points: np.ndarray) -> np.ndarray:
@@ -53,12 +55,37 @@ class Frame:
         offset = np.asarray(points, dtype=np.float64) - np.array([self.cx, self.cy])
         return offset @ self._inverse_axes().T + 0.5
 
+    def half_extent(self) -> tuple[float, float]:
+        """Half the width and height of the frame's axis-aligned bounding box in the image."""
+        c, s = abs(math.cos(self.angle)), abs(math.sin(self.angle))
+        return 0.5 * (c * self.width + s * self.height), 0.5 * (s * self.width + c * self.height)
+
     def crop_matrix(self, size: int) -> np.ndarray:
         """2x3 affine map from image pixels to the pixels of a ``size`` x ``size`` crop."""
-        inv = self._inverse_axes() * size
-        # crop pixel u = size * n - 0.5 with n = inv(axes) @ (p - c) + 0.5
-        offset = -inv @ np.array([self.cx, self.cy]) + 0.5 * size - 0.5
-        return np.hstack([inv, offset[:, None]])
+        # crop pixel u = size * n - 0.5 with n = inv(axes) @ (p - c) + 0.5; plain floats, since this
+        # runs once per crop and numpy's per-call cost exceeds the arithmetic of a 2x3 matrix.
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        a, b = c * size / self.width, -s * size / self.width
+        d, e = s * size / self.height, c * size / self.height
+        centre = 0.5 * size - 0.5
+        return np.array(
+            [
+                [a, b, centre - (a * self.cx + b * self.cy)],
+                [d, e, centre - (d * self.cx + e * self.cy)],
+            ]
+        )
+
+
+def frames_to_image(frames: Sequence[Frame], normalised: np.ndarray) -> np.ndarray:
+    """``frames[i].to_image(normalised[i])`` for every frame at once: (N, P, 2) image pixels."""
+    angle, width, height, cx, cy = np.array([(f.angle, f.width, f.height, f.cx, f.cy) for f in frames]).T
+    c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    centred = np.asarray(normalised, dtype=np.float64) - 0.5
+    u, v = centred[..., 0], centred[..., 1]
+    # The _axes() of each frame applied to its points: x = c w u + s h v, y = -s w u + c h v.
+    x = (c * width[:, None]) * u + (s * height[:, None]) * v + cx[:, None]
+    y = (c * height[:, None]) * v - (s * width[:, None]) * u + cy[:, None]
+    return np.stack([x, y], axis=-1)
 
 
 # Side of a landmark frame in units of the inner points' RMS radius: on the 300-W training set and
@@ -75,27 +102,39 @@ def landmark_frame(points: np.ndarray, side: float = LANDMARK_FRAME_SIDE) -> Fra
     axes. Only the inner points set rotation and scale, so the label convention of the jaw barely
     moves the frame.
     """
+    return landmark_frames(np.asarray(points)[None], side)[0]
+
+
+def landmark_frames(points: np.ndarray, side: float = LANDMARK_FRAME_SIDE) -> list[Frame]:
+    """``landmark_frame`` of each face of an (N, 68, 2) array, computed for all faces at once."""
     points = np.asarray(points, dtype=np.float64)
-    inner = points[17:]
-    centroid = inner.mean(axis=0)
-    radius = float(np.sqrt(((inner - centroid) ** 2).sum(axis=1).mean()))
-    eye_line = points[42:48].mean(axis=0) - points[36:42].mean(axis=0)
-    image_angle = float(np.arctan2(eye_line[1], eye_line[0]))  # y down: clockwise in the image
+    inner = points[:, 17:]
+    centroid = inner.mean(axis=1)  # (N, 2)
+    radius = np.sqrt(((inner - centroid[:, None]) ** 2).sum(axis=2).mean(axis=1))
+    eye_line = points[:, 42:48].mean(axis=1) - points[:, 36:42].mean(axis=1)
+    image_angle = np.arctan2(eye_line[:, 1], eye_line[:, 0])  # y down: clockwise in the image
     c, s = np.cos(image_angle), np.sin(image_angle)
-    to_frame = np.array([[c, s], [-s, c]])  # rotates the eye line onto +x
-    local = (points - centroid) @ to_frame.T
-    middle = (local.min(axis=0) + local.max(axis=0)) / 2.0
-    cx, cy = centroid + middle @ to_frame
-    length = max(side * radius, 1.0)
+    # Rotate the eye line onto +x: local = R (p - centroid), R = [[c, s], [-s, c]].
+    offset = points - centroid[:, None]
+    local_x = c[:, None] * offset[..., 0] + s[:, None] * offset[..., 1]
+    local_y = -s[:, None] * offset[..., 0] + c[:, None] * offset[..., 1]
+    mid_x = (local_x.min(axis=1) + local_x.max(axis=1)) / 2.0
+    mid_y = (local_y.min(axis=1) + local_y.max(axis=1)) / 2.0
+    cx = centroid[:, 0] + c * mid_x - s * mid_y
+    cy = centroid[:, 1] + s * mid_x + c * mid_y
+    length = np.maximum(side * radius, 1.0)
     # Frame.angle is counter-clockwise as seen in the image, the eye line's angle clockwise.
-    return Frame(cx=float(cx), cy=float(cy), width=length, height=length, angle=-image_angle)
+    return [
+        Frame(cx=float(x), cy=float(y), width=float(n), height=float(n), angle=float(-a))
+        for x, y, n, a in zip(cx, cy, length, image_angle, strict=True)
+    ]
 
 
 def _block_range(centre: float, half: float, factor: int, limit: int) -> tuple[int, int]:
     """Pixel range [start, stop) of whole ``factor``-pixel blocks that covers ``centre +- half`` (pixel
     centre coordinates), laid out symmetrically about ``centre`` (so a mirrored photo gets the mirrored
     blocks) and kept inside ``0..limit`` by whole blocks."""
-    reach = factor * (int(np.ceil(half / factor)) + 1)
+    reach = factor * (math.ceil(half / factor) + 1)
     start = int(round(centre + 0.5 - reach))
     stop = start + 2 * reach
     if start < 0:
@@ -117,20 +156,19 @@ def crop_frame(image: np.ndarray, frame: Frame, size: int) -> np.ndarray:
     """
     reduction = min(frame.width, frame.height) / size
     if reduction > 1.0:
-        corners = frame.to_image(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        half_x, half_y = frame.half_extent()
         height, width = image.shape[:2]
         factor: float
         if reduction >= 2.0:
             factor = int(reduction)
-            half = np.abs(corners - (frame.cx, frame.cy)).max(axis=0)
-            x0, x1 = _block_range(frame.cx, half[0], factor, width)
-            y0, y1 = _block_range(frame.cy, half[1], factor, height)
+            x0, x1 = _block_range(frame.cx, half_x, factor, width)
+            y0, y1 = _block_range(frame.cy, half_y, factor, height)
         else:
             factor = reduction
-            x0 = max(0, int(np.floor(corners[:, 0].min())) - 1)
-            y0 = max(0, int(np.floor(corners[:, 1].min())) - 1)
-            x1 = min(width, int(np.ceil(corners[:, 0].max())) + 2)
-            y1 = min(height, int(np.ceil(corners[:, 1].max())) + 2)
+            x0 = max(0, math.floor(frame.cx - half_x) - 1)
+            y0 = max(0, math.floor(frame.cy - half_y) - 1)
+            x1 = min(width, math.ceil(frame.cx + half_x) + 2)
+            y1 = min(height, math.ceil(frame.cy + half_y) + 2)
         if x0 >= x1 or y0 >= y1:  # the frame lies (nearly) wholly outside the image
             return np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
         region = image[y0:y1, x0:x1]

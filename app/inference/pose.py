@@ -27,6 +27,7 @@ the AFLW2000-3D training split: mean error of |yaw| 3.5 degrees with the shipped
 figures on the validation split are in the model card.
 """
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -144,27 +145,37 @@ def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
 
 def euler_angles(rotation: np.ndarray) -> HeadPose:
     """The inverse of :func:`rotation_matrix`."""
-    r = np.asarray(rotation, dtype=np.float64)
-    beta = np.arcsin(np.clip(-r[2, 0], -1.0, 1.0))
-    alpha = np.arctan2(r[2, 1], r[2, 2])
-    gamma = np.arctan2(r[1, 0], r[0, 0])
-    return HeadPose(
-        yaw=-float(np.degrees(beta)), pitch=-float(np.degrees(alpha)), roll=-float(np.degrees(gamma))
-    )
+    # Scalar math: this runs once per served face, where numpy's per-call cost outweighs the arithmetic.
+    r = np.asarray(rotation, dtype=np.float64).tolist()
+    beta = math.asin(min(1.0, max(-1.0, -r[2][0])))
+    alpha = math.atan2(r[2][1], r[2][2])
+    gamma = math.atan2(r[1][0], r[0][0])
+    return HeadPose(yaw=-math.degrees(beta), pitch=-math.degrees(alpha), roll=-math.degrees(gamma))
+
+
+_MODEL_POINTS = np.ascontiguousarray(MEAN_FACE[POSE_POINTS])
+
+
+def head_poses(points: np.ndarray) -> list[HeadPose]:
+    """Yaw, pitch and roll of each face of an (N, 68, 2) array of points in image pixels."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, len(MEAN_FACE), 2)
+    # Contiguous: an index array on the middle axis need not give C order, and solvePnP requires it.
+    image_points = np.ascontiguousarray(points[:, POSE_POINTS])
+    centres = image_points.mean(axis=1)
+    spreads = np.sqrt(((image_points - centres[:, None]) ** 2).sum(axis=2).mean(axis=1))
+    poses = []
+    for face, (cx, cy), spread in zip(image_points, centres.tolist(), spreads.tolist(), strict=True):
+        focal = FOCAL_FACTOR * (spread or 1.0)
+        camera = np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
+        try:
+            ok, rvec, _ = cv2.solvePnP(_MODEL_POINTS, face, camera, None, flags=cv2.SOLVEPNP_SQPNP)
+        except cv2.error:
+            ok = False
+        # Not solved only for collapsed points (all in one place): no pose to speak of.
+        poses.append(euler_angles(cv2.Rodrigues(rvec)[0]) if ok else HeadPose(0.0, 0.0, 0.0))
+    return poses
 
 
 def head_pose(points: np.ndarray) -> HeadPose:
     """Yaw, pitch and roll of a face from its (68, 2) points in image pixels."""
-    image_points = np.asarray(points, dtype=np.float64)[POSE_POINTS]
-    model_points = MEAN_FACE[POSE_POINTS]
-    centre = image_points.mean(axis=0)
-    spread = float(np.sqrt(((image_points - centre) ** 2).sum(axis=1).mean())) or 1.0
-    focal = FOCAL_FACTOR * spread
-    camera = np.array([[focal, 0.0, centre[0]], [0.0, focal, centre[1]], [0.0, 0.0, 1.0]])
-    try:
-        ok, rvec, _ = cv2.solvePnP(model_points, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP)
-    except cv2.error:
-        ok = False
-    if not ok:  # only for collapsed points (all in one place): no pose to speak of
-        return HeadPose(0.0, 0.0, 0.0)
-    return euler_angles(cv2.Rodrigues(rvec)[0])
+    return head_poses(np.asarray(points)[None])[0]

@@ -14,10 +14,10 @@ import torch
 from app.inference.calibration import ErrorCalibration
 from app.inference.checkpoint import LoadedModel, Stage, load_checkpoint
 from app.inference.detector import Box, Detection, FaceDetector, Upsample
-from app.inference.geometry import Frame, crop_frame, landmark_frame
+from app.inference.geometry import Frame, crop_frame, frames_to_image, landmark_frames
 from app.inference.landmarks import FLIP_PERMUTATION
 from app.inference.model import ServedOutputs
-from app.inference.pose import HeadPose, head_pose
+from app.inference.pose import HeadPose, head_poses
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class StageRunner:
         """Where this stage crops: the boxes as they are, or the frames of the previous points."""
         if self.stage.crop == "box" or previous is None:
             return [Frame.from_box(b) for b in boxes]
-        return [landmark_frame(p) for p in previous]
+        return landmark_frames(previous)
 
     def crops(self, image: np.ndarray, frames: list[Frame]) -> np.ndarray:
         """(N, S, S, C) uint8 crops of the frames."""
@@ -211,7 +211,7 @@ class LandmarkPredictor:
                 [stage.crops(images[i], frames[first:last]) for i, first, last in runs if last > first]
             )
             normalised, log_error = stage.regress(crops)
-            points = np.stack([f.to_image(p) for f, p in zip(frames, normalised, strict=True)])
+            points = frames_to_image(frames, normalised)
         assert points is not None
         errors = None
         if log_error is not None:
@@ -247,8 +247,8 @@ class LandmarkPredictor:
         )
         return [
             [
-                Face(d.box, d.score, p, head_pose(p), None if errors is None else float(errors[i]))
-                for i, (d, p) in enumerate(zip(found, points, strict=True))
+                Face(d.box, d.score, p, pose, None if errors is None else float(errors[i]))
+                for i, (d, p, pose) in enumerate(zip(found, points, head_poses(points), strict=True))
             ]
             for found, (points, errors) in zip(detections, estimates, strict=True)
         ]

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from app.inference.detector import Box
-from app.inference.geometry import Frame, crop_box, crop_frame, landmark_frame
+from app.inference.geometry import (
+    Frame,
+    crop_box,
+    crop_frame,
+    frames_to_image,
+    landmark_frame,
+    landmark_frames,
+)
 from training.data import read_pts
 
 
@@ -93,6 +100,20 @@ def test_landmark_frame_levels_the_eyes_and_holds_the_face():
         # Centred on the extent of the points, which fills most of the frame (5 % of faces overflow it).
         np.testing.assert_allclose(inside.min(axis=0) + inside.max(axis=0), [1.0, 1.0], atol=1e-9)
         assert 0.75 < (inside.max(axis=0) - inside.min(axis=0)).max() < 1.1, pts.name
+
+
+def test_many_faces_at_once_give_each_face_s_frame_and_points():
+    # The predictor frames and maps the faces of a photo together; that must equal doing it one by one.
+    faces = np.stack([read_pts(pts) for pts in sorted(HELEN.glob("*.pts"))[:12]])
+    frames = landmark_frames(faces)
+    assert frames == [landmark_frame(points) for points in faces]
+    normalised = np.random.default_rng(1).uniform(-0.2, 1.2, size=(len(faces), 68, 2))
+    expected = np.stack([f.to_image(n) for f, n in zip(frames, normalised, strict=True)])
+    np.testing.assert_allclose(frames_to_image(frames, normalised), expected, atol=1e-9)
+    # A rotated frame's crop matrix inverts its own mapping to the image.
+    inside = frames[0].to_image(normalised[0])
+    matrix = frames[0].crop_matrix(62)
+    np.testing.assert_allclose(inside @ matrix[:, :2].T + matrix[:, 2], normalised[0] * 62 - 0.5, atol=1e-9)
 
 
 def test_landmark_frame_follows_rotation_scale_and_shift_of_the_face():

@@ -9,7 +9,7 @@ import pytest
 from app.inference import LandmarkPredictor
 from app.inference.imaging import decode_image
 from app.inference.landmarks import FLIP_PERMUTATION
-from app.inference.pose import MEAN_FACE, HeadPose, euler_angles, head_pose, rotation_matrix
+from app.inference.pose import MEAN_FACE, HeadPose, euler_angles, head_pose, head_poses, rotation_matrix
 from tests.conftest import DATA, LFPW
 from training.data import read_pts
 
@@ -75,6 +75,18 @@ def test_mirrored_labelled_points_flip_yaw_and_roll_exactly() -> None:
         mirrored = points[FLIP_PERMUTATION] * (-1.0, 1.0) + (1000.0, 0.0)
         a, b = head_pose(points), head_pose(mirrored)
         assert (b.yaw, b.pitch, b.roll) == pytest.approx((-a.yaw, a.pitch, -a.roll), abs=1e-3)
+
+
+def test_the_poses_of_many_faces_at_once_are_each_face_s_own() -> None:
+    # The service solves the faces of a photo together: the batch must change nothing, and every
+    # labelled face must give a solved pose, not the (0, 0, 0) of collapsed points.
+    faces = np.stack([read_pts(pts) for pts in sorted(LFPW.glob("*.pts"))])
+    together = head_poses(faces)
+    assert len(together) == len(faces) >= 2
+    for points, pose in zip(faces, together, strict=True):
+        assert pose == head_pose(points)
+        assert pose != HeadPose(0.0, 0.0, 0.0)
+    assert head_poses(np.zeros((0, 68, 2))) == []
 
 
 @pytest.mark.parametrize("photo", PHOTOS, ids=lambda p: p.stem)
