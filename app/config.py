@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     flip_test_time: bool | None = Field(
         None, description="Average each face with its mirror image; unset = the checkpoint's choice."
     )
+    flip_hard_faces: bool = Field(
+        True,
+        description="Average only the faces whose error estimate passes the checkpoint's hard_face_flip "
+        "threshold with their mirror image (about 1 face in 10 on the training photos).",
+    )
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker process.")
     max_in_flight: int = Field(
         4,
@@ -118,5 +123,8 @@ def build_predictor(settings: Settings, model_path: Path | None = None) -> Landm
     """The predictor these settings describe (detector options, flip averaging), loading
     ``model_path`` or the configured checkpoint. Raises ModelLoadError for a bad checkpoint."""
     return LandmarkPredictor.from_checkpoint(
-        model_path or settings.model_path, build_detector(settings), flip_test_time=settings.flip_test_time
+        model_path or settings.model_path,
+        build_detector(settings),
+        flip_test_time=settings.flip_test_time,
+        flip_hard_faces=settings.flip_hard_faces,
     )

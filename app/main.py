@@ -96,6 +96,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "model": predictor.name,
             "version": predictor.version,
             "flip_test_time": predictor.flip_test_time,
+            "hard_face_flip": predictor.hard_face_threshold,
         },
     )
     app.state.not_ready_reason = "warming up"

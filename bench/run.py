@@ -236,6 +236,14 @@ def throughput(seconds: float) -> tuple[list[str], float, list[str]]:
     return rows, rates[(2, 2)] / rates[(2, 1)], memory
 
 
+def flip_policy(predictor: LandmarkPredictor) -> str:
+    if predictor.flip_test_time:
+        return "on"
+    if predictor.hard_face_threshold is not None:
+        return f"on faces whose raw error estimate passes {predictor.hard_face_threshold:.4f}"
+    return "off"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=30, help="repeats for medians and percentiles")
@@ -257,7 +265,7 @@ def main() -> None:
         f"on {time.strftime('%Y-%m-%d')}.",
         "",
         f"Machine: {machine_description()}. Service defaults: one torch thread per worker, detection on "
-        f"grayscale, flip test-time averaging {'on' if predictor.flip_test_time else 'off'}, "
+        f"grayscale, flip test-time averaging {flip_policy(predictor)}, "
         f"checkpoint {predictor.name} {predictor.version}.",
         "",
         "## Per stage, in-process, single thread (medians, ms)",

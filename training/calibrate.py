@@ -2,7 +2,8 @@
 
 Every labelled face of the training split of each folder (the checkpoint's split rule) goes through the
 service's detector and predictor; the least-squares fit of log(true NME) on the error head's estimate,
-the detector score and the box size is written into the checkpoint's metadata. The validation faces,
+the detector score and the box size is written into the checkpoint's metadata, with the threshold of
+the hard-face flip (``--hard-face-quantile`` of the same faces' raw estimates). The validation faces,
 on which ``evaluate`` judges the estimate, are never used.
 """
 
@@ -27,10 +28,16 @@ logger = logging.getLogger(__name__)
 def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
     if not config.data:
         raise ValueError("no folders given (--data FOLDER ...): the ones the checkpoint was trained on")
+    if not 0.0 < config.hard_face_quantile <= 1.0:
+        raise ValueError(f"--hard-face-quantile {config.hard_face_quantile}: a quantile in (0, 1]")
     model = load_checkpoint(config.checkpoint)
     if not model.output_config.error_head:
         raise ValueError(f"{config.checkpoint} has no error head: there is no estimate to calibrate")
-    predictor = LandmarkPredictor(model, FaceDetector(on_gray=config.detect_on_gray), calibrate_error=False)
+    detector = FaceDetector(on_gray=config.detect_on_gray)
+    # The raw estimate of the network's own first pass: what both the calibration and the threshold read.
+    predictor = LandmarkPredictor(
+        model, detector, flip_test_time=False, flip_hard_faces=False, calibrate_error=False
+    )
     val_fraction, salt = checkpoint_split(model.metadata)
     raw, scores, sides, truth = [], [], [], []
     for folder in config.data:
@@ -61,8 +68,15 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
         "spearman_training_calibrated": round(spearman(true_nme, calibration.apply(*inputs)), 4),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    hard_faces = {
+        "estimate_above": round(float(np.quantile(inputs[0], config.hard_face_quantile)), 6),
+        "quantile": config.hard_face_quantile,
+        "fitted_on": list(config.data),
+        "split": "training",
+        "faces": len(truth),
+    }
     out = Path(config.out or config.checkpoint)
-    metadata = {**model.metadata, "error_calibration": record}
+    metadata = {**model.metadata, "error_calibration": record, "hard_face_flip": hard_faces}
     save_checkpoint(out, model.network, model.config, model.mean, model.std, metadata, model.refinements)
     logger.info("calibration of %s on %d training faces -> %s", config.checkpoint, len(truth), out)
-    return {"checkpoint": str(out), "error_calibration": record}
+    return {"checkpoint": str(out), "error_calibration": record, "hard_face_flip": hard_faces}

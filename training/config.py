@@ -140,6 +140,7 @@ class CalibrateConfig:
     checkpoint: str = "models/landmarks.pt"  # checkpoint whose error estimate is calibrated
     data: list[str] = field(default_factory=list)  # folders it was trained on (their training split is used)
     out: str = ""  # where the calibrated checkpoint goes (default: over --checkpoint)
+    hard_face_quantile: float = 0.9  # flip-average faces whose raw estimate passes this training quantile
     upsample: int = 0  # dlib upsampling of the detector (0: the level the networks were trained on)
     detect_on_gray: bool = True  # as the service's FaceDetector()
 

@@ -46,8 +46,10 @@ def ship(config: ShipConfig) -> Path:
         if not model.refinements:
             raise ValueError(f"--first-stage: {source} has no refinement stage to put after it")
         first = load_checkpoint(config.first_stage)
-        # The error estimate's calibration was fitted with the other first stage's framing.
+        # The error estimate's calibration and the hard-face threshold were fitted with the other first
+        # stage's framing.
         metadata.pop("error_calibration", None)
+        metadata.pop("hard_face_flip", None)
         metadata["first_stage"] = first_stage_record(config.first_stage, first, 1)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -136,6 +136,10 @@ class ModelInfo(BaseModel):
     mean: list[float]
     std: list[float]
     flip_test_time: bool
+    hard_face_flip: float | None = Field(
+        description="Faces whose raw error estimate (NME box) passes this are averaged with their mirror "
+        "image; null when every face is (flip_test_time) or none is."
+    )
     stages: list[StageInfo] = Field(description="The networks run one after the other on each face.")
     served_head: str = Field(description="Label convention of the served points (300w: iBUG 300-W).")
     metadata: dict[str, Any]

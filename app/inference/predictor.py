@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.inference.calibration import ErrorCalibration
+from app.inference.calibration import ErrorCalibration, hard_face_threshold
 from app.inference.checkpoint import LoadedModel, Stage, load_checkpoint
 from app.inference.detector import Box, Detection, FaceDetector, Upsample
 from app.inference.geometry import Frame, crop_frame, frames_to_image, landmark_frames
@@ -107,24 +107,51 @@ class StageRunner:
         outputs = [self._network(batch[i : i + CHUNK]) for i in range(0, len(batch), CHUNK)]
         return torch.cat(outputs).numpy().astype(np.float64)
 
+    def _outputs(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """((N, P, 2) normalised points, (N,) log expected NME relative to the frame side, or None)."""
+        out = self._forward(batch)
+        points_end = self.stage.config.num_points * 2
+        error = out[:, points_end] if self.has_error else None
+        return out[:, :points_end].reshape(len(batch), -1, 2), error
+
+    def _with_mirror(
+        self, batch: torch.Tensor, points: np.ndarray, error: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``points`` and ``error`` of ``batch`` averaged with the network's on the mirrored crops."""
+        mirrored, mirrored_error = self._outputs(batch.flip(3))
+        mirrored = mirrored[:, FLIP_PERMUTATION]
+        mirrored[..., 0] = 1.0 - mirrored[..., 0]
+        if error is not None and mirrored_error is not None:
+            error = (error + mirrored_error) / 2.0
+        return (points + mirrored) / 2.0, error
+
     @torch.inference_mode()
     def regress(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(N, S, S, C) uint8 crops -> ((N, 68, 2) normalised frame coordinates, (N,) log expected NME
         relative to the frame side, or None), averaged with the mirrored crops' when flipping."""
         batch = self.normalise(crops)
-        points_end = self.stage.config.num_points * 2
-        if not self.flip_test_time:
-            out = self._forward(batch)
-            error = out[:, points_end] if self.has_error else None
-            return out[:, :points_end].reshape(len(batch), -1, 2), error
-        both = self._forward(torch.cat([batch, batch.flip(3)]))
-        direct = both[: len(batch), :points_end].reshape(len(batch), -1, 2)
-        mirrored = both[len(batch) :, :points_end].reshape(len(batch), -1, 2)[:, FLIP_PERMUTATION]
-        mirrored[..., 0] = 1.0 - mirrored[..., 0]
-        error = None
-        if self.has_error:
-            error = (both[: len(batch), points_end] + both[len(batch) :, points_end]) / 2.0
-        return (direct + mirrored) / 2.0, error
+        points, error = self._outputs(batch)
+        if self.flip_test_time:
+            return self._with_mirror(batch, points, error)
+        return points, error
+
+    @torch.inference_mode()
+    def mirror_average(
+        self, crops: np.ndarray, points: np.ndarray, error: np.ndarray | None, which: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``regress``'s output with the crops selected by the boolean mask ``which`` averaged with their
+        mirror images (one more network pass for those crops only)."""
+        index = np.flatnonzero(which)
+        if self.flip_test_time or not len(index):
+            return points, error
+        points, error = points.copy(), None if error is None else error.copy()
+        averaged, averaged_error = self._with_mirror(
+            self.normalise(crops[index]), points[index], None if error is None else error[index]
+        )
+        points[index] = averaged
+        if error is not None:
+            error[index] = averaged_error
+        return points, error
 
 
 class LandmarkPredictor:
@@ -132,9 +159,11 @@ class LandmarkPredictor:
     crop, each refinement stage again from a crop aligned on the points before it.
 
     ``flip_test_time`` averages the last stage's prediction of each crop with that of its mirror image;
-    ``None`` takes the checkpoint's recommendation. ``optimise`` serves traced and fused copies of the
-    networks. ``calibrate_error`` applies the checkpoint's ``error_calibration`` (if it has one) to the
-    error estimate of detected faces (``app.inference.calibration``).
+    ``None`` takes the checkpoint's recommendation. ``flip_hard_faces`` does so only for the faces whose
+    own error estimate exceeds the checkpoint's ``hard_face_flip`` threshold (if it has one), so the
+    extra pass is paid where the points are least sure. ``optimise`` serves traced and fused copies of
+    the networks. ``calibrate_error`` applies the checkpoint's ``error_calibration`` (if it has one) to
+    the error estimate of detected faces (``app.inference.calibration``).
     """
 
     def __init__(
@@ -143,6 +172,7 @@ class LandmarkPredictor:
         detector: FaceDetector | None = None,
         *,
         flip_test_time: bool | None = None,
+        flip_hard_faces: bool = True,
         optimise: bool = True,
         calibrate_error: bool = True,
     ) -> None:
@@ -152,6 +182,9 @@ class LandmarkPredictor:
         if flip_test_time is None:
             flip_test_time = bool(model.metadata.get("flip_test_time", False))
         self.flip_test_time = flip_test_time
+        # Raw error estimate (NME box) above which a face is averaged with its mirror image; None: never.
+        threshold = hard_face_threshold(model.metadata) if flip_hard_faces else None
+        self.hard_face_threshold = None if flip_test_time else threshold
         # Flip averaging only where it pays: on the stage whose points are served (earlier stages only
         # place the frames of later ones).
         last = len(model.stages) - 1
@@ -201,30 +234,36 @@ class LandmarkPredictor:
         num_points = self.model.output_config.num_points
         if not flat:
             return [(np.zeros((0, num_points, 2)), None) for _ in images]
+        box_sides = np.array([np.sqrt(b.width * b.height) for b in flat])
         points: np.ndarray | None = None
-        log_error: np.ndarray | None = None
-        frames: list[Frame] = []
-        for stage in self.stages:
+        for number, stage in enumerate(self.stages, 1):
             frames = stage.frames(flat, points)
             # Boxes come image after image, so each image's frames are one contiguous run.
             crops = np.concatenate(
                 [stage.crops(images[i], frames[first:last]) for i, first, last in runs if last > first]
             )
             normalised, log_error = stage.regress(crops)
+            if number == len(self.stages) and self.hard_face_threshold is not None and log_error is not None:
+                hard = self._raw_estimate(log_error, frames, box_sides) > self.hard_face_threshold
+                normalised, log_error = stage.mirror_average(crops, normalised, log_error, hard)
             points = frames_to_image(frames, normalised)
         assert points is not None
         errors = None
         if log_error is not None:
-            # The error head predicts NME relative to its frame's side: rescale to the box's sqrt(W x H).
-            sides = np.array([np.sqrt(f.width * f.height) for f in frames])
-            box_sides = np.array([np.sqrt(b.width * b.height) for b in flat])
-            errors = np.exp(log_error) * sides / box_sides
+            errors = self._raw_estimate(log_error, frames, box_sides)
             if self.calibration is not None and scores is not None:
                 flat_scores = np.array([score for found in scores for score in found], dtype=np.float64)
                 if len(flat_scores) != len(flat):
                     raise ValueError(f"{len(flat_scores)} detector scores for {len(flat)} boxes")
                 errors = self.calibration.apply(errors, flat_scores, box_sides)
         return [(points[a:b], None if errors is None else errors[a:b]) for _, a, b in runs]
+
+    @staticmethod
+    def _raw_estimate(log_error: np.ndarray, frames: list[Frame], box_sides: np.ndarray) -> np.ndarray:
+        """The error head's estimate in NME (box): it predicts the log NME relative to its frame's side,
+        rescaled here to the box's sqrt(W x H)."""
+        sides = np.array([np.sqrt(f.width * f.height) for f in frames])
+        return np.exp(log_error) * sides / box_sides
 
     def estimate(
         self, image: np.ndarray, boxes: list[Box], scores: Sequence[float] | None = None

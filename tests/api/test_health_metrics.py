@@ -45,6 +45,9 @@ def test_model_metadata_describes_the_checkpoint(client):
     assert [stage["crop"] for stage in info["stages"]] == ["box", "landmarks"]
     assert info["served_head"] == "300w" and info["stages"][-1]["heads"][0] == "300w"
     assert info["stages"][-1]["error_head"] is True
+    # Faces the model is least sure of are averaged with their mirror image, at the checkpoint's threshold.
+    assert info["flip_test_time"] is False
+    assert info["hard_face_flip"] == info["metadata"]["hard_face_flip"]["estimate_above"] > 0
 
 
 def test_metrics_count_requests_faces_and_rejections(client):

@@ -1,4 +1,5 @@
-"""The error estimate's calibration: the fit, and that the service serves the calibrated estimate."""
+"""The error estimate's calibration: the fit, and that the service serves the calibrated estimate; the
+hard-face flip that the same command's threshold drives."""
 
 from pathlib import Path
 
@@ -6,10 +7,10 @@ import numpy as np
 import pytest
 
 from app.inference import LandmarkPredictor
-from app.inference.calibration import ErrorCalibration
+from app.inference.calibration import ErrorCalibration, hard_face_threshold
 from app.inference.checkpoint import load_checkpoint
 from app.inference.imaging import decode_image
-from tests.conftest import PHOTOS
+from tests.conftest import DATA, PHOTOS
 
 
 def test_the_fit_recovers_known_coefficients() -> None:
@@ -53,3 +54,31 @@ def test_the_service_path_serves_the_calibrated_estimate(calibrated: LandmarkPre
     assert not np.allclose(expected, [f.error_estimate for f in raw])
     # Lower detector scores and smaller boxes mean larger expected errors (the fitted signs).
     assert calibrated.calibration.detector_score < 0 and calibrated.calibration.log_box_side < 0
+
+
+def test_hard_faces_and_only_they_are_averaged_with_their_mirror_image(calibrated: LandmarkPredictor) -> None:
+    model = calibrated.model
+    assert calibrated.hard_face_threshold == hard_face_threshold(model.metadata) is not None
+    # A group photo of frontal faces and turned faces of AFLW2000-3D: both kinds of face.
+    paths = [PHOTOS / "bald_guys.jpg", *sorted((DATA / "aflw2000" / "train").glob("*.jpg"))[:30]]
+    images = [decode_image(path.read_bytes(), 10**8) for path in paths]
+    boxes = [[d.box for d in calibrated.detect(image, 0)] for image in images]
+    plain = LandmarkPredictor(model, flip_hard_faces=False, calibrate_error=False)
+    flipped = LandmarkPredictor(model, flip_test_time=True, calibrate_error=False)
+    served = LandmarkPredictor(model, calibrate_error=False)
+    results = [[m.estimate_many(images, boxes)] for m in (plain, flipped, served)]
+    (plain_out,), (flipped_out,), (served_out,) = results
+    hard_faces = 0
+    for (p0, e0), (p1, e1), (ps, es) in zip(plain_out, flipped_out, served_out, strict=True):
+        assert e0 is not None and e1 is not None and es is not None
+        hard = e0 > calibrated.hard_face_threshold
+        hard_faces += int(hard.sum())
+        # A hard face gets exactly the flip-averaged points; the others the plain pass's, untouched.
+        np.testing.assert_allclose(ps[hard], p1[hard], atol=1e-4)
+        np.testing.assert_array_equal(ps[~hard], p0[~hard])
+        np.testing.assert_allclose(es[hard], e1[hard], rtol=1e-4)
+        np.testing.assert_array_equal(es[~hard], e0[~hard])
+    faces = sum(len(found) for found in boxes)
+    assert 0 < hard_faces < faces / 2, (hard_faces, faces)
+    assert not any(e0 > calibrated.hard_face_threshold for e0 in plain_out[0][1]), "frontal group photo"
+    assert hard_face_threshold({}) is None and hard_face_threshold({"hard_face_flip": None}) is None

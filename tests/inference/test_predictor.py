@@ -59,3 +59,13 @@ def test_predict_many_of_nothing_and_of_faceless_images(predictor, images, monke
     assert predictor.predict_many([]) == []
     assert predictor.predict_many([images[1], images[1]]) == [[], []]
     assert calls == []
+
+
+def test_the_settings_switch_the_hard_face_flip(monkeypatch) -> None:
+    served = build_predictor(Settings(model_path=SHIPPED_MODEL))
+    assert served.hard_face_threshold is not None and not served.flip_test_time
+    monkeypatch.setenv("LANDMARKS_FLIP_HARD_FACES", "false")
+    assert build_predictor(Settings(model_path=SHIPPED_MODEL)).hard_face_threshold is None
+    # Flipping every face makes the hard-face test moot.
+    everything = build_predictor(Settings(model_path=SHIPPED_MODEL, flip_test_time=True))
+    assert everything.flip_test_time and everything.hard_face_threshold is None

