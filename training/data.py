@@ -15,6 +15,8 @@ coordinates: with no augmentation it is (nearly) the crop ``LandmarkPredictor.cr
 import hashlib
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,8 +232,20 @@ class FaceCache:
         return Frame(cx=float(cx), cy=float(cy), width=float(side), height=float(side))
 
     def save(self, path: Path) -> None:
+        """Write to a temporary file of this writer's own, then rename it over ``path``: two runs that
+        build the same cache at once (two trainings started together) each replace it whole."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        handle, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
+        os.fchmod(handle, 0o644)  # as an ordinary file, not mkstemp's owner-only mode
+        os.close(handle)
+        tmp = Path(name)
+        try:
+            self._write(tmp)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _write(self, tmp: Path) -> None:
         np.savez(
             tmp,
             stems=np.array(self.stems, dtype=str),
@@ -244,7 +258,6 @@ class FaceCache:
             patch_data=self.patch_data,
             report=np.array(json.dumps(self.report)),
         )
-        tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> "FaceCache":

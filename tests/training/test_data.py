@@ -1,6 +1,7 @@
 """Detector matching, the split, the cache and the training crops (against the inference crops)."""
 
 import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,27 @@ def test_prepare_reuses_a_valid_cache(small_aflw: Path, cache: FaceCache, tmp_pa
     assert reloaded.stems == first.stems
     np.testing.assert_array_equal(reloaded.patch_data, first.patch_data)
     assert json.loads((next(tmp_path.glob("*.json"))).read_text())["undetected"] == 1
+
+
+def _save_repeatedly(cache: FaceCache, path: Path, times: int) -> None:
+    for _ in range(times):
+        cache.save(path)
+
+
+def test_two_runs_building_the_same_cache_at_once_both_succeed(cache: FaceCache, tmp_path: Path) -> None:
+    # Two trainings started together both build a missing cache; they once shared a temporary file
+    # name, and the second rename failed (FileNotFoundError) and killed its run.
+    path = tmp_path / "aflw-train-0123456789.npz"
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_save_repeatedly, args=(cache, path, 8)) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left
+    assert path.stat().st_mode & 0o777 == 0o644
+    np.testing.assert_array_equal(FaceCache.load(path).patch_data, cache.patch_data)
 
 
 def test_an_unaugmented_training_crop_is_the_inference_crop(
