@@ -157,6 +157,7 @@ class ShipConfig:
     name: str = "onet-68"  # release name
     flip_test_time: bool = False  # the predictor's default for this checkpoint
     first_stage: str = ""  # put this checkpoint's first (box) stage in front of the run's refinement stages
+    weights_dtype: Literal["float32", "float16"] = "float32"  # weights as stored (served in float32)
 
 
 # --- command line generation --------------------------------------------------------------------

@@ -33,6 +33,7 @@ def ship(config: ShipConfig) -> Path:
         flip_test_time=config.flip_test_time,
         shipped=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         run=run.name,
+        weights_dtype=config.weights_dtype,
     )
     report = run / "train_report.json"
     if report.is_file():

@@ -9,7 +9,9 @@ Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
     refinements   [{"crop": "landmarks", "config", "state_dict", "normalization"}, ...]: later stages,
                   each run on the frame that ``geometry.landmark_frame`` draws around the points of
                   the stage before it (a cascade); empty for a single-stage model
-    metadata      name, version, created, trained_on, training config, evaluation figures, ...
+    metadata      name, version, created, trained_on, training config, evaluation figures, ...;
+                  ``weights_dtype`` "float16" stores the floating-point weights at half precision (a
+                  release half the size); they are computed with in float32 once loaded
 
 The first stage always crops the detector's box as it is.
 """
@@ -28,6 +30,7 @@ from app.inference.model import ONetConfig, build_model
 FORMAT = "face-landmarks/2"
 FORMATS = ("face-landmarks/1", FORMAT)
 CROPS = ("box", "landmarks")
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 @dataclass
@@ -40,11 +43,16 @@ class Stage:
     std: np.ndarray  # (C,) float32
     crop: str = "box"  # "box": the detector's box as it is; "landmarks": landmark_frame of the points
 
-    def to_payload(self) -> dict[str, Any]:
+    def to_payload(self, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+        """The stage as stored; floating-point weights in ``dtype`` (counters stay integers)."""
+        weights = {
+            k: v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu().clone()
+            for k, v in self.network.state_dict().items()
+        }
         return {
             "crop": self.crop,
             "config": self.config.to_dict(),
-            "state_dict": {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()},
+            "state_dict": weights,
             "normalization": {
                 "mean": [float(v) for v in np.asarray(self.mean).ravel()],
                 "std": [float(v) for v in np.asarray(self.std).ravel()],
@@ -91,14 +99,20 @@ def save_checkpoint(
     metadata: dict[str, Any],
     refinements: list[Stage] | tuple[Stage, ...] = (),
 ) -> Path:
+    """Write the stages and metadata; ``metadata["weights_dtype"]`` (default float32) sets the storage
+    precision, so a file re-saved from its own metadata (e.g. by ``calibrate``) keeps it."""
     path = Path(path)
+    name = metadata.get("weights_dtype", "float32")
+    if name not in WEIGHT_DTYPES:
+        raise ValueError(f"weights_dtype {name!r}: expected one of {sorted(WEIGHT_DTYPES)}")
+    dtype = WEIGHT_DTYPES[name]
     path.parent.mkdir(parents=True, exist_ok=True)
-    first = Stage(network, config, np.asarray(mean), np.asarray(std), "box").to_payload()
+    first = Stage(network, config, np.asarray(mean), np.asarray(std), "box").to_payload(dtype)
     first.pop("crop")
     payload = {
         "format": FORMAT,
         **first,
-        "refinements": [stage.to_payload() for stage in refinements],
+        "refinements": [stage.to_payload(dtype) for stage in refinements],
         "metadata": metadata,
     }
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -52,6 +52,30 @@ def test_a_cascade_serves_the_first_head_and_an_error_estimate(tmp_path: Path) -
     np.testing.assert_allclose(traced[0].landmarks, faces[0].landmarks, atol=1e-2)
 
 
+def test_half_precision_storage_halves_the_file_and_serves_nearly_the_same_points(tmp_path: Path) -> None:
+    full = load_checkpoint(_cascade(tmp_path / "full.pt"))
+    metadata = {**full.metadata, "weights_dtype": "float16"}
+    args = (full.network, full.config, full.mean, full.std)
+    half_path = save_checkpoint(tmp_path / "half.pt", *args, metadata, full.refinements)
+    assert half_path.stat().st_size < 0.55 * (tmp_path / "full.pt").stat().st_size
+    stored = torch.load(half_path, weights_only=True)
+    assert stored["state_dict"]["features.0.weight"].dtype == torch.float16
+    assert stored["refinements"][0]["state_dict"]["features.1.num_batches_tracked"].dtype == torch.int64
+    half = load_checkpoint(half_path)
+    assert all(p.dtype == torch.float32 for s in half.stages for p in s.network.parameters())
+    # Re-saved from its own metadata (as calibrate does), the file stays at half precision.
+    own = (half.network, half.config, half.mean, half.std, half.metadata, half.refinements)
+    again = save_checkpoint(tmp_path / "again.pt", *own)
+    assert torch.load(again, weights_only=True)["state_dict"]["fc.0.weight"].dtype == torch.float16
+    image = decode_image((LFPW / "image_0001.png").read_bytes(), 10**8)
+    ours = LandmarkPredictor(half, optimise=False).predict(image)[0].landmarks
+    reference = LandmarkPredictor(full, optimise=False).predict(image)[0].landmarks
+    np.testing.assert_allclose(ours, reference, atol=0.05)  # pixels of a 412x600 photo
+    assert not np.array_equal(ours, reference)
+    with pytest.raises(ValueError, match="weights_dtype"):
+        save_checkpoint(tmp_path / "bad.pt", *args, {"weights_dtype": "int8"})
+
+
 def test_a_single_stage_file_of_format_1_still_loads(tmp_path: Path) -> None:
     path = _cascade(tmp_path / "c.pt")
     payload = torch.load(path, weights_only=True)

@@ -171,6 +171,12 @@ def test_a_refinement_stage_trains_on_top_of_an_earlier_checkpoint(small_aflw: P
     kept, swapped = tmp_path / "kept.pt", tmp_path / "swapped.pt"
     assert main([*release, "--out", str(kept)]) == 0
     assert load_checkpoint(kept).metadata["error_calibration"] == record
+    # A release stored at half precision says so and keeps its calibration.
+    half = tmp_path / "half.pt"
+    assert main([*release, "--out", str(half), "--weights-dtype", "float16"]) == 0
+    assert load_checkpoint(half).metadata["weights_dtype"] == "float16"
+    assert load_checkpoint(half).metadata["error_calibration"] == record
+    assert half.stat().st_size < 0.6 * kept.stat().st_size
     other_first = str(tmp_path / "runs" / "other" / "best.pt")
     assert main([*release, "--out", str(swapped), "--first-stage", other_first]) == 0
     assert "error_calibration" not in load_checkpoint(swapped).metadata
