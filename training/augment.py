@@ -57,3 +57,20 @@ def photometric(crop: np.ndarray, rng: np.random.Generator, config: AugmentConfi
         sigma = rng.uniform(0.3, max(0.3, config.blur_sigma))
         out = cv2.GaussianBlur(out, (0, 0), sigmaX=sigma)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def occlude(crop: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """Sometimes (``config.occlusion``) paint a rectangle of one random colour, each side 10 % to
+    ``config.occlusion_size`` of the crop, centred anywhere in the crop's middle 80 %: a hand, a
+    microphone or hair over part of the face. The points stay where they are (random erasing)."""
+    if config.occlusion <= 0 or rng.random() >= config.occlusion:  # 0 draws nothing: old runs repeat
+        return crop
+    side = len(crop)
+    low = max(1, round(0.1 * side))
+    high = max(low, round(config.occlusion_size * side))
+    height, width = rng.integers(low, high + 1, size=2)
+    cy, cx = rng.uniform(0.1 * side, 0.9 * side, size=2)
+    top, left = int(max(0, cy - height / 2)), int(max(0, cx - width / 2))
+    out = crop.copy()
+    out[top : top + height, left : left + width] = rng.integers(0, 256, size=3, dtype=np.uint8)
+    return out

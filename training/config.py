@@ -42,6 +42,8 @@ class AugmentConfig:
     grayscale: float = 0.1  # probability of turning the crop gray
     blur: float = 0.15  # probability of a Gaussian blur
     blur_sigma: float = 1.2  # largest blur sigma in crop pixels
+    occlusion: float = 0.0  # probability of painting a random rectangle of one colour over the crop
+    occlusion_size: float = 0.4  # largest side of that rectangle, as a fraction of the crop side
 
 
 @dataclass

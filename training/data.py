@@ -30,7 +30,7 @@ from app.inference.detector import Box, Detection, FaceDetector
 from app.inference.geometry import Frame, crop_frame, landmark_frame
 from app.inference.imaging import decode_image
 from app.inference.landmarks import NUM_POINTS
-from training.augment import flip_face, jitter_frame, photometric
+from training.augment import flip_face, jitter_frame, occlude, photometric
 from training.config import AugmentConfig, PrepareConfig, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -435,7 +435,7 @@ class FaceCropDataset(Dataset):
             frame = jitter_frame(frame, rng, self.augment)  # type: ignore[arg-type]
         crop = crop_frame(patch, frame_in_patch(frame, patch_frame, len(patch)), self.input_size)
         if augmenting:
-            crop = photometric(crop, rng, self.augment)  # type: ignore[arg-type]
+            crop = occlude(photometric(crop, rng, self.augment), rng, self.augment)  # type: ignore[arg-type]
         return crop, frame.to_normalised(points), frame
 
     def head(self, index: int) -> int:

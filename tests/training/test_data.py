@@ -1,5 +1,6 @@
 """Detector matching, the split, the cache and the training crops (against the inference crops)."""
 
+import dataclasses
 import json
 import multiprocessing
 from pathlib import Path
@@ -12,6 +13,7 @@ from app.inference.geometry import Frame, crop_frame
 from app.inference.imaging import decode_image
 from app.inference.landmarks import FLIP_PERMUTATION
 from tests.training.conftest import AFLW, AFLW_DETECTED, AFLW_UNDETECTED
+from training.augment import occlude
 from training.config import AugmentConfig, PrepareConfig
 from training.data import (
     FaceCache,
@@ -154,6 +156,28 @@ def test_a_flip_mirrors_the_crop_and_permutes_the_points(cache: FaceCache) -> No
         mirrored = target_f[FLIP_PERMUTATION]
         mirrored[:, 0] = 1.0 - mirrored[:, 0]
         np.testing.assert_allclose(mirrored, target, atol=1e-9)
+
+
+def test_an_occlusion_paints_one_rectangle_of_one_colour_and_leaves_the_points(cache: FaceCache) -> None:
+    still = AugmentConfig(flip=0.0, rotation=0.0, scale=0.0, shift=0.0, **NO_PHOTOMETRIC)
+    plain = FaceCropDataset([(cache, 0)], 62, still)
+    occluded = FaceCropDataset([(cache, 0)], 62, dataclasses.replace(still, occlusion=1.0))
+    areas = []
+    for seed in range(20):
+        crop, target, _ = plain.sample(0, np.random.default_rng(seed))
+        crop_o, target_o, _ = occluded.sample(0, np.random.default_rng(seed))
+        np.testing.assert_array_equal(target_o, target)
+        changed = np.argwhere((crop_o != crop).any(axis=2))
+        (top, left), (bottom, right) = changed.min(0), changed.max(0)
+        block = crop_o[top : bottom + 1, left : right + 1].reshape(-1, 3)
+        assert (block == block[0]).all()  # one rectangle, one colour
+        assert 6 <= max(bottom - top, right - left) + 1 <= round(0.4 * 62)
+        areas.append(len(block) / 62**2)
+    assert 0.01 < np.mean(areas) < 0.16
+    # Probability 0 (the default) draws nothing from the generator: runs from before it repeat.
+    rng = np.random.default_rng(3)
+    assert occlude(crop, rng, still) is crop
+    assert rng.random() == np.random.default_rng(3).random()
 
 
 def test_frame_in_patch_maps_patch_pixels_back_to_image_pixels() -> None:
