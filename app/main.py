@@ -70,6 +70,8 @@ async def _warm_up(app: FastAPI) -> None:
         app.state.not_ready_reason = f"warm-up failed: {exc}"
         logger.exception("model warm-up failed; the service stays not ready")
         return
+    if app.state.shutting_down:  # SIGTERM came during the warm-up: stay not ready to the end
+        return
     app.state.ready = True
     app.state.not_ready_reason = None
     logger.info("ready")
@@ -111,6 +113,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     warm_up = asyncio.create_task(_warm_up(app))
 
     def begin_shutdown() -> None:
+        app.state.shutting_down = True
         app.state.ready = False
         app.state.not_ready_reason = "shutting down"
         app.state.admission.begin_shutdown(settings.shutdown_grace_seconds)
@@ -120,8 +123,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with on_exit_signals(begin_shutdown):
             yield
     finally:
-        warm_up.cancel()
+        app.state.shutting_down = True
         app.state.ready = False
+        warm_up.cancel()
         logger.info("shutting down")
 
 
@@ -138,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.predictor = None
     app.state.ready = False
+    app.state.shutting_down = False
     app.state.not_ready_reason = "model not loaded yet"
     app.state.admission = AdmissionQueue(
         settings.max_in_flight, settings.max_queue, settings.queue_timeout_seconds

@@ -1,10 +1,12 @@
 """Health before and after the model is loaded, /model, /metrics counting, /docs."""
 
+import asyncio
 import re
+from types import SimpleNamespace
 
 from fastapi.testclient import TestClient
 
-from app.main import create_app
+from app.main import _warm_up, create_app
 from tests.conftest import PHOTOS, make_client, wait_ready
 
 
@@ -32,6 +34,20 @@ def test_ready_after_load_and_warm_up():
         wait_ready(client)
         assert client.get("/health/ready").json() == {"status": "ready", "reason": None}
         assert client.get("/health/live").json()["status"] == "ok"
+
+
+def test_a_warm_up_that_ends_after_sigterm_leaves_the_worker_not_ready():
+    # The warm-up thread cannot be stopped; once shutdown has begun its end must not turn the worker
+    # ready (it did: the log said "ready" after "shutting down").
+    app = create_app()
+    warmed = []
+    app.state.predictor = SimpleNamespace(warm_up=lambda: warmed.append(True))
+    app.state.shutting_down = True
+    asyncio.run(_warm_up(app))
+    assert warmed == [True] and app.state.ready is False
+    app.state.shutting_down = False
+    asyncio.run(_warm_up(app))
+    assert app.state.ready is True and app.state.not_ready_reason is None
 
 
 def test_model_metadata_describes_the_checkpoint(client):
