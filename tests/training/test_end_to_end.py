@@ -141,6 +141,36 @@ def test_a_refinement_stage_trains_on_top_of_an_earlier_checkpoint(small_aflw: P
             assert torch.equal(value, warm.refinements[0].network.state_dict()[key]), key
     np.testing.assert_array_equal(warm.refinements[0].mean, model.refinements[0].mean)
 
+    # Pre-trained on both conventions, fine-tuned on one: the trunk and that head's rows of the landmark
+    # layer carry over (unchanged at lr 0); a head the checkpoint never had is refused.
+    tune = [*train_args([MENPO], tmp_path, "tune", epochs=1), "--stage", "landmarks", "--heads", "300w"]
+    tune += ["--first-stage", str(refined), "--first-stages", "1", "--init", str(refined)]
+    assert main([*tune, "--lr", "0", "--weight-decay", "0"]) == 0
+    tuned = load_checkpoint(tmp_path / "runs" / "tune" / "best.pt").refinements[0]
+    source = model.refinements[0].network.state_dict()
+    assert tuned.config.heads == ("300w",)
+    for key, value in tuned.network.state_dict().items():
+        if key.startswith("landmarks."):  # the second head's 136 rows ("300w" comes after "aflw2000")
+            assert torch.equal(value, source[key][136:]), key
+        elif "running" not in key and "num_batches" not in key:
+            assert torch.equal(value, source[key]), key
+    with pytest.raises(ValueError, match="--init"):
+        main(
+            [
+                *train_args([MENPO], tmp_path, "bad-head", epochs=1),
+                "--stage",
+                "landmarks",
+                "--heads",
+                "menpo",
+                "--first-stage",
+                str(refined),
+                "--first-stages",
+                "1",
+                "--init",
+                str(refined),
+            ]
+        )
+
     # A release may pair the refinement stages with another first stage.
     other = [*train_args([small_aflw], tmp_path, "other", epochs=1), "--channels", "8", "16", "16", "32"]
     assert main(other) == 0
