@@ -96,6 +96,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     limit_malloc_fragmentation()
     torch.set_num_threads(settings.torch_threads)
     cv2.setNumThreads(settings.torch_threads)
+    app.state.shutting_down = False  # a lifespan may run again on the same app (tests do)
     app.state.not_ready_reason = "loading the model"
     predictor = load_predictor(settings)
     app.state.predictor = predictor

@@ -50,6 +50,14 @@ def test_a_warm_up_that_ends_after_sigterm_leaves_the_worker_not_ready():
     assert app.state.ready is True and app.state.not_ready_reason is None
 
 
+def test_a_second_lifespan_on_the_same_app_becomes_ready_again():
+    # The shutdown of the first must not carry over (schemathesis runs a lifespan per operation).
+    app = create_app()
+    for _ in range(2):
+        with TestClient(app) as client:
+            wait_ready(client, timeout=60)
+
+
 def test_model_metadata_describes_the_checkpoint(client):
     info = client.get("/model").json()
     assert info["arch"] == "onet"
