@@ -15,8 +15,6 @@ coordinates: with no augmentation it is (nearly) the crop ``LandmarkPredictor.cr
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from app.inference.detector import Box, Detection, FaceDetector
+from app.inference.files import write_atomically
 from app.inference.geometry import Frame, crop_frame, landmark_frame
 from app.inference.imaging import decode_image
 from app.inference.landmarks import NUM_POINTS
@@ -232,18 +231,9 @@ class FaceCache:
         return Frame(cx=float(cx), cy=float(cy), width=float(side), height=float(side))
 
     def save(self, path: Path) -> None:
-        """Write to a temporary file of this writer's own, then rename it over ``path``: two runs that
-        build the same cache at once (two trainings started together) each replace it whole."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
-        os.fchmod(handle, 0o644)  # as an ordinary file, not mkstemp's owner-only mode
-        os.close(handle)
-        tmp = Path(name)
-        try:
-            self._write(tmp)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        """Replace ``path`` whole (``write_atomically``): two runs that build the same cache at once (two
+        trainings started together) each succeed."""
+        write_atomically(path, self._write)
 
     def _write(self, tmp: Path) -> None:
         np.savez(

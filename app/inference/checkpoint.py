@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from app.inference.errors import ModelLoadError
+from app.inference.files import write_atomically
 from app.inference.model import ONetConfig, build_model
 
 FORMAT = "face-landmarks/2"
@@ -101,12 +102,10 @@ def save_checkpoint(
 ) -> Path:
     """Write the stages and metadata; ``metadata["weights_dtype"]`` (default float32) sets the storage
     precision, so a file re-saved from its own metadata (e.g. by ``calibrate``) keeps it."""
-    path = Path(path)
     name = metadata.get("weights_dtype", "float32")
     if name not in WEIGHT_DTYPES:
         raise ValueError(f"weights_dtype {name!r}: expected one of {sorted(WEIGHT_DTYPES)}")
     dtype = WEIGHT_DTYPES[name]
-    path.parent.mkdir(parents=True, exist_ok=True)
     first = Stage(network, config, np.asarray(mean), np.asarray(std), "box").to_payload(dtype)
     first.pop("crop")
     payload = {
@@ -115,10 +114,8 @@ def save_checkpoint(
         "refinements": [stage.to_payload(dtype) for stage in refinements],
         "metadata": metadata,
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: a reader never sees half a file
-    return path
+    # A reader (a worker loading the model) never sees half a file.
+    return write_atomically(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path) -> LoadedModel:

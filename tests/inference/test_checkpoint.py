@@ -1,5 +1,6 @@
 """Checkpoint files: a cascade round-trips, old single-stage files still load, broken ones are refused."""
 
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,28 @@ def test_half_precision_storage_halves_the_file_and_serves_nearly_the_same_point
     assert not np.array_equal(ours, reference)
     with pytest.raises(ValueError, match="weights_dtype"):
         save_checkpoint(tmp_path / "bad.pt", *args, {"weights_dtype": "int8"})
+
+
+def _save_repeatedly(model, path: Path, times: int) -> None:
+    for _ in range(times):
+        save_checkpoint(
+            path, model.network, model.config, model.mean, model.std, model.metadata, model.refinements
+        )
+
+
+def test_two_processes_saving_one_checkpoint_at_once_both_succeed(tmp_path: Path) -> None:
+    # Each writer renames a temporary file of its own (app.inference.files), as the training cache does.
+    model = load_checkpoint(_cascade(tmp_path / "c.pt"))
+    path = tmp_path / "out" / "landmarks.pt"
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_save_repeatedly, args=(model, path, 8)) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+    assert load_checkpoint(path).version == "9.9.9"
 
 
 def test_a_single_stage_file_of_format_1_still_loads(tmp_path: Path) -> None:
