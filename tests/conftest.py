@@ -1,6 +1,7 @@
 """Shared fixtures: the real data beside the repo, the shipped model, the app in-process and a real
 uvicorn process on a loopback port."""
 
+import multiprocessing
 import os
 import signal
 import socket
@@ -8,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -37,6 +38,17 @@ def _require_data() -> None:
 def model_path() -> Path:
     assert SHIPPED_MODEL.is_file(), f"the shipped checkpoint {SHIPPED_MODEL} is missing"
     return SHIPPED_MODEL
+
+
+def exit_codes_at_once(target: Callable[..., None], args: tuple, processes: int = 2) -> list[int | None]:
+    """Run ``target(*args)`` in ``processes`` forked processes started together; their exit codes."""
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=target, args=args) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    return [worker.exitcode for worker in workers]
 
 
 def wait_ready(client: TestClient | httpx.Client, timeout: float = 30.0) -> None:

@@ -1,6 +1,5 @@
 """Checkpoint files: a cascade round-trips, old single-stage files still load, broken ones are refused."""
 
-import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from app.inference.errors import ModelLoadError
 from app.inference.geometry import Frame, landmark_frame
 from app.inference.imaging import decode_image
 from app.inference.model import ONetConfig, build_model
+from tests.conftest import exit_codes_at_once
 
 LFPW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "samples" / "lfpw"
 
@@ -88,13 +88,7 @@ def test_two_processes_saving_one_checkpoint_at_once_both_succeed(tmp_path: Path
     # Each writer renames a temporary file of its own (app.inference.files), as the training cache does.
     model = load_checkpoint(_cascade(tmp_path / "c.pt"))
     path = tmp_path / "out" / "landmarks.pt"
-    context = multiprocessing.get_context("fork")
-    writers = [context.Process(target=_save_repeatedly, args=(model, path, 8)) for _ in range(2)]
-    for writer in writers:
-        writer.start()
-    for writer in writers:
-        writer.join(120)
-    assert [writer.exitcode for writer in writers] == [0, 0]
+    assert exit_codes_at_once(_save_repeatedly, (model, path, 8)) == [0, 0]
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
     assert load_checkpoint(path).version == "9.9.9"
 

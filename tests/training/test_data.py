@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from app.inference import Box, Detection, LandmarkPredictor
 from app.inference.geometry import Frame, crop_frame
 from app.inference.imaging import decode_image
 from app.inference.landmarks import FLIP_PERMUTATION
+from tests.conftest import exit_codes_at_once
 from tests.training.conftest import AFLW, AFLW_DETECTED, AFLW_UNDETECTED
 from training.augment import occlude
 from training.config import AugmentConfig, PrepareConfig
@@ -97,13 +97,7 @@ def test_two_runs_building_the_same_cache_at_once_both_succeed(cache: FaceCache,
     # Two trainings started together both build a missing cache; they once shared a temporary file
     # name, and the second rename failed (FileNotFoundError) and killed its run.
     path = tmp_path / "aflw-train-0123456789.npz"
-    context = multiprocessing.get_context("fork")
-    writers = [context.Process(target=_save_repeatedly, args=(cache, path, 8)) for _ in range(2)]
-    for writer in writers:
-        writer.start()
-    for writer in writers:
-        writer.join(120)
-    assert [writer.exitcode for writer in writers] == [0, 0]
+    assert exit_codes_at_once(_save_repeatedly, (cache, path, 8)) == [0, 0]
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left
     assert path.stat().st_mode & 0o777 == 0o644
     np.testing.assert_array_equal(FaceCache.load(path).patch_data, cache.patch_data)
