@@ -120,6 +120,7 @@ class EvaluateConfig:
     upsample: int = 0  # dlib upsampling of the detector (0: the level the networks were trained on)
     detect_on_gray: bool = True  # as the service's FaceDetector()
     threshold: float = 0.08  # CED range / AUC / failure threshold on NME (box)
+    head: str = ""  # read this head of the last stage (e.g. aflw2000), not the served one: a measurement
 
 
 @dataclass

@@ -21,6 +21,7 @@ from app.inference.checkpoint import load_checkpoint
 from app.inference.imaging import decode_image
 from training.config import EvaluateConfig
 from training.data import MAX_PIXELS, checkpoint_split, is_validation, match_detection, scan_folder
+from training.heads import serve_head
 from training.metrics import THRESHOLD, nme_box, nme_inner, nme_interocular, summarise
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,8 @@ def evaluate_folder(
 
 def build_methods(config: EvaluateConfig) -> tuple[LandmarkPredictor, dict[str, LandmarkMethod]]:
     model = load_checkpoint(config.checkpoint)
+    if config.head:
+        model = serve_head(model, config.head)
     detector = FaceDetector(on_gray=config.detect_on_gray)
     variants = {
         "checkpoint": [("ours", None)],
@@ -191,6 +194,7 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "checkpoint": str(config.checkpoint),
         "model": {"name": predictor.name, "version": predictor.version},
+        "head": predictor.model.output_config.heads[0],
         "threshold": config.threshold,
         "detector": {"upsample": config.upsample, "on_gray": config.detect_on_gray},
         "split": {"val_fraction": val_fraction, "salt": salt},
@@ -238,7 +242,8 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
 def markdown_table(summary: dict[str, Any]) -> str:
     t = summary["threshold"]
     lines = [
-        f"Model `{summary['model']['name']}` {summary['model']['version']} (`{summary['checkpoint']}`); "
+        f"Model `{summary['model']['name']}` {summary['model']['version']} (`{summary['checkpoint']}`), "
+        f"{summary.get('head', 'served')} head; "
         f"NME (box) = mean error / sqrt(W x H) of the dlib box; inter-ocular = / outer eye corners.",
         "",
         f"| dataset | method | faces | undetected | NME io mean | AUC@{t} | FR@{t} | NME box mean "

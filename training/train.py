@@ -36,6 +36,7 @@ from training.data import (
     prepare_summary,
     split_items,
 )
+from training.heads import select_heads
 from training.module import LandmarkModule
 from training.ship import first_stage_record
 
@@ -114,19 +115,6 @@ def warm_start(config: TrainConfig, network: nn.Module, network_config: ONetConf
         raise ValueError(f"--init {config.init}: its last stage is {theirs}, this run builds {ours}")
     network.load_state_dict(select_heads(stage.network.state_dict(), stage.config, kept))
     return stage
-
-
-def select_heads(
-    weights: dict[str, torch.Tensor], config: ONetConfig, heads: list[str]
-) -> dict[str, torch.Tensor]:
-    """``weights`` of an ONet with ``config.heads`` reduced to the landmark heads named in ``heads`` (in
-    that order): e.g. a stage trained on two conventions fine-tuned on one of them. The trunk, the fully
-    connected layer and the error head are kept whole."""
-    if list(config.heads) == heads:
-        return weights
-    rows = config.num_points * 2
-    index = torch.cat([torch.arange(rows) + config.heads.index(h) * rows for h in heads])
-    return {k: v[index] if k in ("landmarks.weight", "landmarks.bias") else v for k, v in weights.items()}
 
 
 def parse_devices(devices: str) -> int | str | list[int]:

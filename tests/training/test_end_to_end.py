@@ -126,10 +126,32 @@ def test_a_refinement_stage_trains_on_top_of_an_earlier_checkpoint(small_aflw: P
     assert len(faces) == 1 and np.isfinite(faces[0].landmarks).all()
     assert faces[0].error_estimate is not None and faces[0].error_estimate > 0
 
+    # evaluate --head reads the other convention's head of the same network (a measurement).
+    refined = tmp_path / "runs" / "refine" / "best.pt"
+    for head in ("", "300w"):
+        out = tmp_path / f"eval-{head or 'served'}"
+        args = [
+            "evaluate",
+            "--checkpoint",
+            str(refined),
+            "--data",
+            str(LFPW),
+            "--no-baseline",
+            "--out",
+            str(out),
+        ]
+        assert main([*args, "--flip-test-time", "off", "--head", head]) == 0
+    served, other = (
+        json.loads((tmp_path / n / "summary.json").read_text()) for n in ("eval-served", "eval-300w")
+    )
+    assert (served["head"], other["head"]) == ("aflw2000", "300w")
+    nme = [s["datasets"]["samples-lfpw"]["methods"]["ours"]["nme_box_mean"] for s in (served, other)]
+    assert nme[0] != nme[1]
+    assert "300w head" in (tmp_path / "eval-300w" / "summary.md").read_text()
+
     # A warm restart of the refinement stage on the first stage alone: --first-stages 1 drops the
     # checkpoint's own refinement, --init starts from its weights (unchanged at lr 0) and statistics.
     restart = [*train_args([small_aflw, MENPO], tmp_path, "restart", epochs=1), "--stage", "landmarks"]
-    refined = tmp_path / "runs" / "refine" / "best.pt"
     restart += ["--first-stage", str(refined), "--first-stages", "1"]
     restart += ["--init", str(refined), "--heads", "aflw2000", "300w", "--lr", "0", "--weight-decay", "0"]
     assert main(restart) == 0
