@@ -1,4 +1,4 @@
-"""``face-landmarks-train prepare|train|evaluate|pose|calibrate|ship`` (also ``python -m training ...``).
+"""``face-landmarks-train prepare|train|evaluate|pose|calibrate|subset|ship`` (or ``python -m training``).
 
 Options are generated from the dataclasses of ``training.config``; this module has no logic of its own.
 """
@@ -14,6 +14,7 @@ from training.config import (
     PoseEvaluateConfig,
     PrepareConfig,
     ShipConfig,
+    SubsetConfig,
     TrainConfig,
     add_arguments,
     from_arguments,
@@ -40,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="fit the error estimate's calibration on the training split's faces"
     )
     add_arguments(calibrate, CalibrateConfig)
+    subset = commands.add_parser(
+        "subset", help="a folder of symlinks: the validation split and a fraction of the training images"
+    )
+    add_arguments(subset, SubsetConfig)
     ship = commands.add_parser("ship", help="copy a run's best checkpoint to models/ with release metadata")
     add_arguments(ship, ShipConfig)
     return parser
@@ -71,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         from training.calibrate import run_calibration
 
         print(json.dumps(run_calibration(from_arguments(CalibrateConfig, args)), indent=2))
+    elif args.command == "subset":
+        from training.data import subset_folder
+
+        c = from_arguments(SubsetConfig, args)
+        print(json.dumps(subset_folder(c.folder, c.fraction, c.out, c.seed, c.val_fraction, c.split_salt)))
     elif args.command == "ship":
         from training.ship import ship
 

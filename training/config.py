@@ -149,6 +149,19 @@ class CalibrateConfig:
 
 
 @dataclass
+class SubsetConfig:
+    """A folder of symlinks to part of a labelled folder: every validation image and a seeded fraction of
+    the training images (learning curves: how the error falls with the number of training faces)."""
+
+    folder: str = ""  # labelled folder (images + .pts) to draw from
+    fraction: float = 0.5  # share of its training-split images kept (the validation split is kept whole)
+    out: str = ""  # new folder of symlinks (it must not exist yet)
+    seed: int = 0  # seeds the draw; the kept images of a smaller fraction are among those of a larger one
+    val_fraction: float = 0.15  # the split rule of train --val-fraction / --split-salt
+    split_salt: str = "face-landmarks-split-v1"
+
+
+@dataclass
 class ShipConfig:
     """Copy a run's best checkpoint to models/ with release metadata."""
 

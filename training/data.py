@@ -15,6 +15,7 @@ coordinates: with no augmentation it is (nearly) the crop ``LandmarkPredictor.cr
 import hashlib
 import json
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,29 @@ def is_validation(stem: str, val_fraction: float, salt: str) -> bool:
     """Stable, reproducible split by image: a hash of the file stem (see ``SPLIT_RULE``)."""
     digest = hashlib.sha1((salt + stem).encode("utf-8")).hexdigest()
     return int(digest[:15], 16) / 16**15 < val_fraction
+
+
+def subset_folder(
+    folder: str | Path, fraction: float, out: str | Path, seed: int, val_fraction: float, salt: str
+) -> dict[str, int]:
+    """Symlink into ``out`` every file of the validation images of ``folder`` and of a seeded ``fraction``
+    of its training images (by .pts stem; the training stems, sorted, are shuffled with ``random.Random
+    (seed)`` and the first ``round(fraction * n)`` kept, so smaller fractions nest in larger ones)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"--fraction must be in (0, 1], not {fraction}")
+    source, target = Path(folder).resolve(), Path(out)
+    if not source.is_dir():
+        raise FileNotFoundError(f"data folder not found: {source}")
+    stems = sorted({p.stem for p in source.glob("*.pts")})
+    val = {s for s in stems if is_validation(s, val_fraction, salt)}
+    train = [s for s in stems if s not in val]
+    random.Random(seed).shuffle(train)
+    kept = val | set(train[: round(fraction * len(train))])
+    target.mkdir(parents=True, exist_ok=False)
+    for path in sorted(source.iterdir()):
+        if path.stem in kept and path.is_file():
+            (target / path.name).symlink_to(path)
+    return {"validation": len(val), "training": len(kept) - len(val), "training_available": len(train)}
 
 
 def checkpoint_split(metadata: dict[str, Any]) -> tuple[float, str]:

@@ -14,6 +14,7 @@ from app.inference.landmarks import FLIP_PERMUTATION
 from tests.conftest import exit_codes_at_once
 from tests.training.conftest import AFLW, AFLW_DETECTED, AFLW_UNDETECTED
 from training.augment import occlude
+from training.cli import main
 from training.config import AugmentConfig, PrepareConfig
 from training.data import (
     FaceCache,
@@ -24,6 +25,7 @@ from training.data import (
     prepare_folder,
     scan_folder,
     split_items,
+    subset_folder,
 )
 
 NO_PHOTOMETRIC = dict(brightness=0.0, contrast=0.0, colour=0.0, grayscale=0.0, blur=0.0)
@@ -188,3 +190,38 @@ def test_training_and_validation_items_split_by_image(cache: FaceCache) -> None:
     train, val = split_items([cache], 0.15, "face-landmarks-split-v1")
     assert {cache.stems[i] for _, i in val} == {"image00041", "image00044", "image00049"}
     assert len(train) + len(val) == len(cache)
+
+
+def test_subset_keeps_the_validation_split_and_nested_fractions_of_the_rest(tmp_path: Path) -> None:
+    source = AFLW
+    stems = sorted(p.stem for p in source.glob("*.pts"))[:40]
+    folder = tmp_path / "all"
+    folder.mkdir()
+    for stem in stems:  # a small labelled folder: each image with its .pts
+        for path in source.glob(stem + ".*"):
+            (folder / path.name).symlink_to(path)
+    val = {s for s in stems if is_validation(s, 0.15, "face-landmarks-split-v1")}
+    assert 0 < len(val) < len(stems)
+
+    kept = {}
+    for fraction in (0.25, 0.5, 1.0):
+        out = tmp_path / f"f{fraction}"
+        assert main(["subset", "--folder", str(folder), "--fraction", str(fraction), "--out", str(out)]) == 0
+        kept[fraction] = {p.stem for p in out.glob("*.pts")}
+        assert {p.stem for p in out.iterdir()} == kept[fraction]  # each image comes with its .pts
+        assert all(p.is_symlink() and p.resolve().parent == source.resolve() for p in out.iterdir())
+        assert val <= kept[fraction]
+        assert len(kept[fraction] - val) == round(fraction * (len(stems) - len(val)))
+    assert kept[0.25] <= kept[0.5] <= kept[1.0] == set(stems)
+    again = subset_folder(folder, 0.25, tmp_path / "again", 0, 0.15, "face-landmarks-split-v1")
+    assert {p.stem for p in (tmp_path / "again").glob("*.pts")} == kept[0.25]
+    assert again == {
+        "validation": len(val),
+        "training": len(kept[0.25] - val),
+        "training_available": 40 - len(val),
+    }
+
+    with pytest.raises(FileExistsError):
+        subset_folder(folder, 0.5, tmp_path / "again", 0, 0.15, "face-landmarks-split-v1")
+    with pytest.raises(ValueError, match="fraction"):
+        subset_folder(folder, 0.0, tmp_path / "none", 0, 0.15, "face-landmarks-split-v1")
