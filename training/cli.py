@@ -1,4 +1,5 @@
-"""``face-landmarks-train prepare|train|evaluate|pose|calibrate|subset|ship`` (or ``python -m training``).
+"""``face-landmarks-train COMMAND`` (or ``python -m training COMMAND``): prepare, train, evaluate, pose,
+calibrate, subset, curve, ship.
 
 Options are generated from the dataclasses of ``training.config``; this module has no logic of its own.
 """
@@ -10,6 +11,7 @@ import sys
 
 from training.config import (
     CalibrateConfig,
+    CurveConfig,
     EvaluateConfig,
     PoseEvaluateConfig,
     PrepareConfig,
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         "subset", help="a folder of symlinks: the validation split and a fraction of the training images"
     )
     add_arguments(subset, SubsetConfig)
+    curve = commands.add_parser("curve", help="learning curve: error against training faces, power-law fit")
+    add_arguments(curve, CurveConfig)
     ship = commands.add_parser("ship", help="copy a run's best checkpoint to models/ with release metadata")
     add_arguments(ship, ShipConfig)
     return parser
@@ -81,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
 
         c = from_arguments(SubsetConfig, args)
         print(json.dumps(subset_folder(c.folder, c.fraction, c.out, c.seed, c.val_fraction, c.split_salt)))
+    elif args.command == "curve":
+        from training.curve import learning_curve
+
+        c = from_arguments(CurveConfig, args)
+        print(
+            json.dumps(
+                learning_curve(c.evaluations, c.dataset, c.metric, c.method, c.target, c.out), indent=2
+            )
+        )
     elif args.command == "ship":
         from training.ship import ship
 

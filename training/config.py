@@ -162,6 +162,18 @@ class SubsetConfig:
 
 
 @dataclass
+class CurveConfig:
+    """A learning curve from the evaluations (summary.json) of runs trained on nested subsets."""
+
+    evaluations: list[str] = field(default_factory=list)  # summary.json of each run's evaluation
+    dataset: str = "300w-helen_test"  # dataset name in the summaries
+    metric: str = "nme_io_mean"  # figure of the summaries to fit (nme_io_mean, nme_box_mean, ...)
+    method: str = "ours"  # method in the summaries
+    target: float = 0.0  # also say how many training faces the fitted law needs for this error
+    out: str = ""  # also plot the curve to this PNG
+
+
+@dataclass
 class ShipConfig:
     """Copy a run's best checkpoint to models/ with release metadata."""
 

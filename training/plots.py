@@ -70,3 +70,36 @@ def plot_error_estimate(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_learning_curve(
+    faces: np.ndarray,
+    errors: np.ndarray,
+    fit: tuple[float, float],
+    target: float,
+    path: str | Path,
+    label: str,
+) -> Path:
+    """Errors against training faces (log-log), the fitted power law extended to the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a, b = fit
+    high = faces.max() * 4
+    if target > 0 and b > 0:
+        high = max(high, min((a / target) ** (1.0 / b) * 1.3, faces.max() * 100))
+    x = np.geomspace(faces.min() * 0.8, high, 200)
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+    ax.plot(faces, errors, "o", color="tab:blue", label="runs")
+    ax.plot(x, a * x**-b, "-", color="tab:blue", alpha=0.6, label=f"fit: {a:.3g} x faces^-{b:.3f}")
+    if target > 0:
+        ax.axhline(target, color="tab:red", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training faces")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
