@@ -1,5 +1,5 @@
 """``face-landmarks-train COMMAND`` (or ``python -m training COMMAND``): prepare, train, evaluate, pose,
-calibrate, subset, curve, ship.
+calibrate, onet-init, subset, curve, ship.
 
 Options are generated from the dataclasses of ``training.config``; this module has no logic of its own.
 """
@@ -13,6 +13,7 @@ from training.config import (
     CalibrateConfig,
     CurveConfig,
     EvaluateConfig,
+    OnetInitConfig,
     PoseEvaluateConfig,
     PrepareConfig,
     ShipConfig,
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="fit the error estimate's calibration on the training split's faces"
     )
     add_arguments(calibrate, CalibrateConfig)
+    onet_init = commands.add_parser("onet-init", help="a refinement stage starting from MTCNN's trained ONet")
+    add_arguments(onet_init, OnetInitConfig)
     subset = commands.add_parser(
         "subset", help="a folder of symlinks: the validation split and a fraction of the training images"
     )
@@ -80,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.calibrate import run_calibration
 
         print(json.dumps(run_calibration(from_arguments(CalibrateConfig, args)), indent=2))
+    elif args.command == "onet-init":
+        from training.onet_init import run_onet_init
+
+        print(json.dumps({"init": str(run_onet_init(from_arguments(OnetInitConfig, args)))}))
     elif args.command == "subset":
         from training.data import subset_folder
 

@@ -149,6 +149,24 @@ class CalibrateConfig:
 
 
 @dataclass
+class OnetInitConfig:
+    """A refinement stage (for train --init) whose trunk is MTCNN's trained ONet (training/onet_init.py)."""
+
+    weights: str = ""  # MTCNN's ONet state dict (facenet_pytorch/data/onet.pt)
+    first_stage: str = (
+        "models/landmarks.pt"  # its first stage goes in the file too (train --init reads the last)
+    )
+    data: str = "../shared/data/300w/train"  # BatchNorm is set on stage-2 crops of its training split
+    faces: int = 600  # how many of those faces
+    heads: list[str] = field(default_factory=lambda: ["300w", "aflw2000"])  # landmark heads, served first
+    error_head: bool = True  # as train's --error-head
+    out: str = "runs/onet-init.pt"  # the checkpoint to pass to train --init
+    seed: int = 0  # seeds the fresh layers
+    val_fraction: float = 0.15  # the split rule of train (validation faces are not used)
+    split_salt: str = "face-landmarks-split-v1"
+
+
+@dataclass
 class SubsetConfig:
     """A folder of symlinks to part of a labelled folder: every validation image and a seeded fraction of
     the training images (learning curves: how the error falls with the number of training faces)."""
