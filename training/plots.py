@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 
@@ -95,6 +96,10 @@ def plot_learning_curve(
         ax.axhline(target, color="tab:red", linestyle="--", linewidth=1, label=f"target {target:g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("training faces")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3, which="both")
