@@ -23,37 +23,32 @@ from training.config import (
     from_arguments,
 )
 
+# (command, help, the dataclass its options come from), in the order --help lists them.
+COMMANDS = (
+    ("prepare", "detect the labelled faces of folders and cache their patches", PrepareConfig),
+    ("train", "train the ONet on prepared folders (prepares them if needed)", TrainConfig),
+    ("evaluate", "evaluate a checkpoint through LandmarkPredictor, vs dlib", EvaluateConfig),
+    ("pose", "head-pose accuracy (|yaw| error) on AFLW2000-3D, vs dlib", PoseEvaluateConfig),
+    ("calibrate", "fit the error estimate's calibration on the training split's faces", CalibrateConfig),
+    ("onet-init", "a refinement stage starting from MTCNN's trained ONet", OnetInitConfig),
+    (
+        "subset",
+        "a folder of symlinks: the validation split and a fraction of the training images",
+        SubsetConfig,
+    ),
+    ("curve", "learning curve: error against training faces, power-law fit", CurveConfig),
+    ("ship", "copy a run's best checkpoint to models/ with release metadata", ShipConfig),
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="face-landmarks-train", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    prepare = commands.add_parser(
-        "prepare", help="detect the labelled faces of folders and cache their patches"
-    )
-    prepare.add_argument("folders", nargs="+", help="folders of images with .pts files beside them")
-    add_arguments(prepare, PrepareConfig)
-    train = commands.add_parser("train", help="train the ONet on prepared folders (prepares them if needed)")
-    add_arguments(train, TrainConfig)
-    evaluate = commands.add_parser(
-        "evaluate", help="evaluate a checkpoint through LandmarkPredictor, vs dlib"
-    )
-    add_arguments(evaluate, EvaluateConfig)
-    pose = commands.add_parser("pose", help="head-pose accuracy (|yaw| error) on AFLW2000-3D, vs dlib")
-    add_arguments(pose, PoseEvaluateConfig)
-    calibrate = commands.add_parser(
-        "calibrate", help="fit the error estimate's calibration on the training split's faces"
-    )
-    add_arguments(calibrate, CalibrateConfig)
-    onet_init = commands.add_parser("onet-init", help="a refinement stage starting from MTCNN's trained ONet")
-    add_arguments(onet_init, OnetInitConfig)
-    subset = commands.add_parser(
-        "subset", help="a folder of symlinks: the validation split and a fraction of the training images"
-    )
-    add_arguments(subset, SubsetConfig)
-    curve = commands.add_parser("curve", help="learning curve: error against training faces, power-law fit")
-    add_arguments(curve, CurveConfig)
-    ship = commands.add_parser("ship", help="copy a run's best checkpoint to models/ with release metadata")
-    add_arguments(ship, ShipConfig)
+    for name, help_text, config in COMMANDS:
+        command = commands.add_parser(name, help=help_text)
+        if name == "prepare":
+            command.add_argument("folders", nargs="+", help="folders of images with .pts files beside them")
+        add_arguments(command, config)
     return parser
 
 
