@@ -243,7 +243,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
     t = summary["threshold"]
     lines = [
         f"Model `{summary['model']['name']}` {summary['model']['version']} (`{summary['checkpoint']}`), "
-        f"{summary.get('head', 'served')} head; "
+        f"{summary['head']} head; "
         f"NME (box) = mean error / sqrt(W x H) of the dlib box; inter-ocular = / outer eye corners.",
         "",
         f"| dataset | method | faces | undetected | NME io mean | AUC@{t} | FR@{t} | NME box mean "

@@ -20,6 +20,7 @@ from app.inference.checkpoint import Stage, load_checkpoint, save_checkpoint
 from app.inference.geometry import crop_frame, landmark_frame
 from app.inference.imaging import decode_image
 from app.inference.model import ONetConfig, build_model
+from app.inference.predictor import StageRunner
 from training.config import OnetInitConfig
 from training.data import MAX_PIXELS, is_validation, scan_folder
 
@@ -62,8 +63,9 @@ def import_onet_trunk(network: nn.Module, weights: dict[str, torch.Tensor], crop
     if not expected <= set(weights):
         raise ValueError(f"not MTCNN's ONet: missing {sorted(expected - set(weights))}")
     features = network.features
-    x = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))).float() / 255.0
-    x = (x - torch.from_numpy(MTCNN_MEAN).view(1, 3, 1, 1)) / torch.from_numpy(MTCNN_STD).view(1, 3, 1, 1)
+    # Standardised by the predictor's own code, as the stage will be served: (x - 127.5) / 128.
+    stage = Stage(network, network.config, MTCNN_MEAN, MTCNN_STD, "landmarks")
+    x = StageRunner(stage, flip_test_time=False, optimise=False).normalise(crops)
     for name, index in CONVOLUTIONS:
         conv, norm, prelu = features[index], features[index + 1], features[index + 2]
         if conv.weight.shape != weights[f"{name}.weight"].shape or not isinstance(norm, nn.BatchNorm2d):
