@@ -1,14 +1,17 @@
-# Two commands matter: `make run` serves on :8000, `make test` runs the suite. Both set up .venv first.
+# Two commands matter: `make run` serves on :8000, `make test` runs the suite. Both set up .venv first
+# (and, as root on Debian, the system packages they need: python3-venv, chromium for the browser tests).
+# `make test-fast` is the quick loop: the suite without the tests marked slow (no server, browser, Docker).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: run test lint container-check bench load clean
+.PHONY: run test test-fast browser lint container-check bench load clean
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	bash scripts/system-packages.sh venv $(PYTHON)
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 
 # Stamp files re-run the install only when pyproject.toml changes.
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
@@ -22,8 +25,15 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/face-landmarks serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Debian's chromium for tests/web (Playwright cannot download its own browser here).
+browser:
+	bash scripts/system-packages.sh chromium
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check app training tests bench
