@@ -7,6 +7,7 @@ the hard-face flip (``--hard-face-quantile`` of the same faces' raw estimates). 
 on which ``evaluate`` judges the estimate, are never used.
 """
 
+import dataclasses
 import datetime as dt
 import logging
 from pathlib import Path
@@ -77,6 +78,6 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
     }
     out = Path(config.out or config.checkpoint)
     metadata = {**model.metadata, "error_calibration": record, "hard_face_flip": hard_faces}
-    save_checkpoint(out, model.network, model.config, model.mean, model.std, metadata, model.refinements)
+    save_checkpoint(out, dataclasses.replace(model, metadata=metadata))
     logger.info("calibration of %s on %d training faces -> %s", config.checkpoint, len(truth), out)
     return {"checkpoint": str(out), "error_calibration": record, "hard_face_flip": hard_faces}

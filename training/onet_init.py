@@ -9,6 +9,7 @@ The weights are MTCNN's ONet as facenet-pytorch ships them (``facenet_pytorch/da
 ``pip download --no-deps facenet-pytorch==2.6.0`` and unzip): a face detector trained on WIDER FACE and
 CelebA, i.e. far more faces than our landmark sets."""
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -102,6 +103,6 @@ def run_onet_init(config: OnetInitConfig) -> Path:
         "name": "onet-init",
         "init": {"weights": str(config.weights), "batch_norm_from": str(config.data), "faces": len(crops)},
     }
-    path = save_checkpoint(config.out, first.network, first.config, first.mean, first.std, metadata, [stage])
+    path = save_checkpoint(config.out, dataclasses.replace(first, metadata=metadata, refinements=[stage]))
     logger.info("MTCNN's ONet trunk, BatchNorm set on %d crops of %s -> %s", len(crops), config.data, path)
     return path

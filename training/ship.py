@@ -1,5 +1,6 @@
 """Release a run: its best checkpoint, with release metadata and evaluation figures, copied to models/."""
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -69,6 +70,4 @@ def ship(config: ShipConfig) -> Path:
                 plot = Path(config.evaluation).parent / data.get(key, "")
                 if key in data and plot.is_file():
                     shutil.copyfile(plot, out.parent / plot.name)
-    return save_checkpoint(
-        out, first.network, first.config, first.mean, first.std, metadata, model.refinements
-    )
+    return save_checkpoint(out, dataclasses.replace(first, metadata=metadata, refinements=model.refinements))

@@ -5,6 +5,7 @@ Outputs in ``<runs>/<name>/``: ``config.json``, ``split.json``, ``prepare.json``
 files are ``app.inference.checkpoint`` files that ``LandmarkPredictor.from_checkpoint`` loads as they are.
 """
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -94,7 +95,7 @@ def earlier_stages(config: TrainConfig) -> LoadedModel | None:
             f"--first-stages {config.first_stages}: {config.first_stage} has {len(earlier.stages)} stages"
         )
     if config.first_stages:
-        earlier.refinements = earlier.refinements[: config.first_stages - 1]
+        earlier = dataclasses.replace(earlier, refinements=earlier.refinements[: config.first_stages - 1])
     return earlier
 
 
@@ -157,12 +158,14 @@ class ExportCheckpoints(L.Callback):
         }
         path = self.run_dir / name
         if self.earlier is None:
-            save_checkpoint(path, module.network, self.network_config, self.mean, self.std, metadata)
+            save_checkpoint(
+                path, LoadedModel(module.network, self.network_config, self.mean, self.std, metadata)
+            )
             return
         # A refinement stage: the earlier checkpoint's stages, then this network on landmark frames.
         stage = Stage(module.network, self.network_config, self.mean, self.std, "landmarks")
         e = self.earlier
-        save_checkpoint(path, e.network, e.config, e.mean, e.std, metadata, [*e.refinements, stage])
+        save_checkpoint(path, dataclasses.replace(e, metadata=metadata, refinements=[*e.refinements, stage]))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or "val/nme" not in trainer.callback_metrics:

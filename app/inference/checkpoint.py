@@ -17,6 +17,7 @@ The first stage always crops the detector's box as it is.
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,11 @@ class Stage:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadedModel:
     """The first (box) stage's network, config and statistics, the refinement stages after it, and
-    the metadata."""
+    the metadata. Frozen, so that its stages are built once: derive another with
+    ``dataclasses.replace(model, metadata=..., refinements=...)``."""
 
     network: nn.Module
     config: ONetConfig
@@ -73,8 +75,9 @@ class LoadedModel:
     metadata: dict[str, Any]
     refinements: list[Stage] = field(default_factory=list)
 
-    @property
+    @cached_property
     def stages(self) -> list[Stage]:
+        """Every network of the cascade in order, the box stage first."""
         return [Stage(self.network, self.config, self.mean, self.std, "box"), *self.refinements]
 
     @property
@@ -91,28 +94,20 @@ class LoadedModel:
         return str(self.metadata.get("version", "unversioned"))
 
 
-def save_checkpoint(
-    path: str | Path,
-    network: nn.Module,
-    config: ONetConfig,
-    mean: np.ndarray | list[float],
-    std: np.ndarray | list[float],
-    metadata: dict[str, Any],
-    refinements: list[Stage] | tuple[Stage, ...] = (),
-) -> Path:
-    """Write the stages and metadata; ``metadata["weights_dtype"]`` (default float32) sets the storage
-    precision, so a file re-saved from its own metadata (e.g. by ``calibrate``) keeps it."""
-    name = metadata.get("weights_dtype", "float32")
+def save_checkpoint(path: str | Path, model: LoadedModel) -> Path:
+    """Write the model's stages and metadata; ``metadata["weights_dtype"]`` (default float32) sets the
+    storage precision, so a file re-saved from its own metadata (e.g. by ``calibrate``) keeps it."""
+    name = model.metadata.get("weights_dtype", "float32")
     if name not in WEIGHT_DTYPES:
         raise ValueError(f"weights_dtype {name!r}: expected one of {sorted(WEIGHT_DTYPES)}")
     dtype = WEIGHT_DTYPES[name]
-    first = Stage(network, config, np.asarray(mean), np.asarray(std), "box").to_payload(dtype)
+    first = model.stages[0].to_payload(dtype)
     first.pop("crop")
     payload = {
         "format": FORMAT,
         **first,
-        "refinements": [stage.to_payload(dtype) for stage in refinements],
-        "metadata": metadata,
+        "refinements": [stage.to_payload(dtype) for stage in model.refinements],
+        "metadata": model.metadata,
     }
     # A reader (a worker loading the model) never sees half a file.
     return write_atomically(Path(path), lambda tmp: torch.save(payload, tmp))

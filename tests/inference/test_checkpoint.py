@@ -1,5 +1,6 @@
 """Checkpoint files: a cascade round-trips, old single-stage files still load, broken ones are refused."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from app.inference import LandmarkPredictor
-from app.inference.checkpoint import Stage, load_checkpoint, save_checkpoint
+from app.inference.checkpoint import LoadedModel, Stage, load_checkpoint, save_checkpoint
 from app.inference.errors import ModelLoadError
 from app.inference.geometry import Frame, landmark_frame
 from app.inference.imaging import decode_image
@@ -23,12 +24,14 @@ def _cascade(path: Path) -> Path:
     refine = ONetConfig(heads=("300w", "aflw2000"), error_head=True)
     stage = Stage(build_model(refine).eval(), refine, np.full(3, 0.4), np.full(3, 0.2), "landmarks")
     meta = {"name": "cascade", "version": "9.9.9"}
-    return save_checkpoint(path, build_model(first), first, np.full(3, 0.5), np.full(3, 0.25), meta, [stage])
+    model = LoadedModel(build_model(first), first, np.full(3, 0.5), np.full(3, 0.25), meta, [stage])
+    return save_checkpoint(path, model)
 
 
 def test_a_cascade_round_trips_with_every_stage_and_its_statistics(tmp_path: Path) -> None:
     model = load_checkpoint(_cascade(tmp_path / "c.pt"))
     assert [s.crop for s in model.stages] == ["box", "landmarks"]
+    assert model.stages is model.stages  # built once, not on every access
     assert model.output_config.heads == ("300w", "aflw2000") and model.output_config.error_head
     np.testing.assert_allclose(model.stages[1].mean, 0.4)
     assert model.version == "9.9.9"
@@ -55,9 +58,10 @@ def test_a_cascade_serves_the_first_head_and_an_error_estimate(tmp_path: Path) -
 
 def test_half_precision_storage_halves_the_file_and_serves_nearly_the_same_points(tmp_path: Path) -> None:
     full = load_checkpoint(_cascade(tmp_path / "full.pt"))
-    metadata = {**full.metadata, "weights_dtype": "float16"}
-    args = (full.network, full.config, full.mean, full.std)
-    half_path = save_checkpoint(tmp_path / "half.pt", *args, metadata, full.refinements)
+    half_path = save_checkpoint(
+        tmp_path / "half.pt",
+        dataclasses.replace(full, metadata={**full.metadata, "weights_dtype": "float16"}),
+    )
     assert half_path.stat().st_size < 0.55 * (tmp_path / "full.pt").stat().st_size
     stored = torch.load(half_path, weights_only=True)
     assert stored["state_dict"]["features.0.weight"].dtype == torch.float16
@@ -65,8 +69,7 @@ def test_half_precision_storage_halves_the_file_and_serves_nearly_the_same_point
     half = load_checkpoint(half_path)
     assert all(p.dtype == torch.float32 for s in half.stages for p in s.network.parameters())
     # Re-saved from its own metadata (as calibrate does), the file stays at half precision.
-    own = (half.network, half.config, half.mean, half.std, half.metadata, half.refinements)
-    again = save_checkpoint(tmp_path / "again.pt", *own)
+    again = save_checkpoint(tmp_path / "again.pt", half)
     assert torch.load(again, weights_only=True)["state_dict"]["fc.0.weight"].dtype == torch.float16
     image = decode_image((LFPW / "image_0001.png").read_bytes(), 10**8)
     ours = LandmarkPredictor(half, optimise=False).predict(image)[0].landmarks
@@ -74,14 +77,12 @@ def test_half_precision_storage_halves_the_file_and_serves_nearly_the_same_point
     np.testing.assert_allclose(ours, reference, atol=0.05)  # pixels of a 412x600 photo
     assert not np.array_equal(ours, reference)
     with pytest.raises(ValueError, match="weights_dtype"):
-        save_checkpoint(tmp_path / "bad.pt", *args, {"weights_dtype": "int8"})
+        save_checkpoint(tmp_path / "bad.pt", dataclasses.replace(full, metadata={"weights_dtype": "int8"}))
 
 
 def _save_repeatedly(model, path: Path, times: int) -> None:
     for _ in range(times):
-        save_checkpoint(
-            path, model.network, model.config, model.mean, model.std, model.metadata, model.refinements
-        )
+        save_checkpoint(path, model)
 
 
 def test_two_processes_saving_one_checkpoint_at_once_both_succeed(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.inference.checkpoint import save_checkpoint
+from app.inference.checkpoint import LoadedModel, save_checkpoint
 from app.inference.model import ONetConfig, build_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +48,9 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained network in a valid checkpoint (for geometry tests that need LandmarkPredictor)."""
     config = ONetConfig()
     path = tmp_path_factory.mktemp("ckpt") / "random.pt"
-    save_checkpoint(path, build_model(config), config, np.full(3, 0.5), np.full(3, 0.25), {"name": "random"})
+    save_checkpoint(
+        path, LoadedModel(build_model(config), config, np.full(3, 0.5), np.full(3, 0.25), {"name": "random"})
+    )
     return path
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.inference.checkpoint import save_checkpoint
+from app.inference.checkpoint import LoadedModel, save_checkpoint
 from app.inference.model import ONetConfig, build_model
 from training.cli import main
 from training.curve import fit_power_law, learning_curve, training_faces
@@ -34,7 +34,9 @@ def test_the_curve_command_reads_each_runs_faces_from_its_checkpoint(tmp_path: P
     for faces in (400, 800, 1600):
         checkpoint = tmp_path / f"run-{faces}.pt"
         metadata = {"served_head": "300w", "trained_on": [{"faces_train": faces, "head": "300w"}]}
-        save_checkpoint(checkpoint, build_model(config), config, np.full(3, 0.5), np.full(3, 0.25), metadata)
+        save_checkpoint(
+            checkpoint, LoadedModel(build_model(config), config, np.full(3, 0.5), np.full(3, 0.25), metadata)
+        )
         error = 0.5 * faces**-0.3
         methods = {"ours": {"nme_io_mean": error}}
         summary = {"checkpoint": str(checkpoint), "datasets": {"helen": {"methods": methods}}}
@@ -54,7 +56,9 @@ def test_the_curve_result(tmp_path: Path) -> None:
     for faces, error in ((100, 0.08), (400, 0.04)):  # error halves for each 4x: b = 0.5
         checkpoint = tmp_path / f"{faces}.pt"
         metadata = {"trained_on": [{"faces_train": faces}]}
-        save_checkpoint(checkpoint, build_model(config), config, np.full(3, 0.5), np.full(3, 0.25), metadata)
+        save_checkpoint(
+            checkpoint, LoadedModel(build_model(config), config, np.full(3, 0.5), np.full(3, 0.25), metadata)
+        )
         summary = {"checkpoint": str(checkpoint), "datasets": {"d": {"methods": {"ours": {"m": error}}}}}
         paths.append(tmp_path / f"{faces}.json")
         paths[-1].write_text(json.dumps(summary))
