@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.inference import FaceDetector, LandmarkPredictor
 from app.inference.detector import DEFAULT_AUTO_SCAN_PIXELS, MAX_UPSAMPLE
+from app.inference.runtime import DEFAULT_RUNTIME, Runtime
+from app.inference.tracking import TrackerOptions
 
 # What a request (or LANDMARKS_DEFAULT_UPSAMPLE) may ask for: a dlib upsampling level, or "auto".
 UpsamplePolicy = Literal["auto"] | Annotated[int, Field(ge=0, le=MAX_UPSAMPLE)]
@@ -19,7 +21,16 @@ DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "landma
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LANDMARKS_", env_file=None, extra="ignore")
 
-    model_path: Path = Field(DEFAULT_MODEL_PATH, description="Checkpoint file to serve.")
+    model_path: Path = Field(
+        DEFAULT_MODEL_PATH,
+        description="Model to serve: an ONNX export's manifest (.json), or a checkpoint (.pt), whose export "
+        "beside it (same name, .json) the ONNX runtimes serve.",
+    )
+    runtime: Runtime = Field(
+        DEFAULT_RUNTIME,
+        description="What runs the networks: onnxruntime (the fastest measured, the default), openvino "
+        "(pip install openvino), or torch (the checkpoint itself; needs the train extra).",
+    )
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest accepted upload (bytes).")
     max_pixels: int = Field(40_000_000, gt=0, description="Largest accepted image (width x height).")
     max_detect_pixels: int = Field(
@@ -52,7 +63,12 @@ class Settings(BaseSettings):
         description="Average only the faces whose error estimate passes the checkpoint's hard_face_flip "
         "threshold with their mirror image (about 1 face in 10 on the training photos).",
     )
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker process.")
+    torch_threads: int = Field(
+        1,
+        ge=1,
+        description="Intra-op threads of the network runtime (whichever it is; the name is older) and of "
+        "OpenCV, per worker process.",
+    )
     max_in_flight: int = Field(
         4,
         ge=1,
@@ -89,6 +105,37 @@ class Settings(BaseSettings):
     )
     api_keys_file: Path | None = Field(
         None, description="A file of API keys, one per line (a mounted secret); read once at start-up."
+    )
+    max_video_bytes: int = Field(
+        100 * 1024 * 1024, gt=0, description="Largest accepted video upload (bytes), POST /landmarks/video."
+    )
+    max_video_frames: int = Field(
+        18_000,
+        gt=0,
+        description="Most frames one video request may decode (10 minutes at 30 fps); longer videos get "
+        "413 too_many_frames unless max_frames and stride bring them within.",
+    )
+    track_detect_every: int = Field(
+        10,
+        ge=1,
+        description="Frames between whole-frame detections while faces are tracked (video and stream). "
+        "Between them each face is followed from its last points, with no detector; a face that looks "
+        "lost, or a stream with no face, triggers a detection at once.",
+    )
+    track_lost_error: float = Field(
+        0.08,
+        gt=0,
+        description="Error estimate (NME box) past which a followed face counts as lost: the detector "
+        "then runs on the frame, and the track ends unless it finds the face again.",
+    )
+    smoothing_min_cutoff: float = Field(
+        1.0, gt=0, description="One-Euro filter: cut-off (Hz) of a still face's points (lower = smoother)."
+    )
+    smoothing_beta: float = Field(
+        1.5,
+        ge=0,
+        description="One-Euro filter: how fast the cut-off rises with the face's speed (in face sizes per "
+        "second); higher = less lag on moving faces, more jitter.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -127,4 +174,20 @@ def build_predictor(settings: Settings, model_path: Path | None = None) -> Landm
         build_detector(settings),
         flip_test_time=settings.flip_test_time,
         flip_hard_faces=settings.flip_hard_faces,
+        runtime=settings.runtime,
+        threads=settings.torch_threads,
+    )
+
+
+def build_tracker_options(
+    settings: Settings, *, smoothing: bool = True, upsample: UpsamplePolicy | None = None
+) -> TrackerOptions:
+    """How a video or a live stream is tracked under these settings (``upsample`` None: the default)."""
+    return TrackerOptions(
+        detect_every=settings.track_detect_every,
+        lost_error=settings.track_lost_error,
+        smoothing=smoothing,
+        min_cutoff=settings.smoothing_min_cutoff,
+        beta=settings.smoothing_beta,
+        upsample=settings.default_upsample if upsample is None else upsample,
     )

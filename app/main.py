@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import cv2
-import torch
 from anyio import to_thread
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -23,7 +22,7 @@ from app.api.admission import AdmissionQueue, on_exit_signals
 from app.api.auth import UNAUTHORIZED, load_api_keys, require_api_key
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
-from app.api.routes import batch, health, landmarks, meta
+from app.api.routes import batch, health, landmarks, meta, stream, video
 from app.config import Settings, build_predictor, get_settings
 from app.inference import LandmarkPredictor
 from app.logging_setup import configure_logging
@@ -94,7 +93,6 @@ def load_predictor(settings: Settings) -> LandmarkPredictor:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     limit_malloc_fragmentation()
-    torch.set_num_threads(settings.torch_threads)
     cv2.setNumThreads(settings.torch_threads)
     app.state.shutting_down = False  # a lifespan may run again on the same app (tests do)
     app.state.not_ready_reason = "loading the model"
@@ -156,6 +154,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = {"dependencies": [Depends(require_api_key)], "responses": UNAUTHORIZED} if keys_on else {}
     app.include_router(landmarks.router, **protected)
     app.include_router(batch.router, **protected)
+    app.include_router(video.router, **protected)
+    # The WebSocket checks keys itself: browsers cannot send them as headers (app.api.routes.stream).
+    app.include_router(stream.router)
     app.include_router(meta.model_router, **protected)
     app.include_router(health.router)
     app.include_router(meta.router)
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware,
         max_body_bytes=settings.max_upload_bytes,
         admission=app.state.admission,
+        larger_bodies={"/landmarks/video": settings.max_video_bytes},
     )
     if settings.cors_origins:
         # Outermost, so that every answer (the middleware's own 413 and 503 too) carries the CORS

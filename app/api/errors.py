@@ -14,6 +14,8 @@ from app.api.admission import AdmissionRefused
 from app.inference.errors import (
     InferenceError,
     InvalidImageError,
+    InvalidVideoError,
+    TooManyFramesError,
     TooManyPixelsError,
     UnsupportedMediaTypeError,
 )
@@ -23,6 +25,8 @@ logger = logging.getLogger("app.errors")
 
 STATUS_BY_ERROR: dict[type[InferenceError], int] = {
     InvalidImageError: 400,
+    InvalidVideoError: 400,
+    TooManyFramesError: 413,
     TooManyPixelsError: 413,
     UnsupportedMediaTypeError: 415,
 }

@@ -66,6 +66,18 @@ QUEUE_WAIT = Histogram(
     buckets=(0.0, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
+FRAMES = Counter(
+    "landmarks_frames_total",
+    "Frames of videos and live streams, by source (video, stream) and outcome (processed, dropped).",
+    ["source", "outcome"],
+)
+STREAMS = Gauge(
+    "landmarks_streams_active",
+    "Video requests and WebSocket streams open, by source.",
+    ["source"],
+    multiprocess_mode="livesum",
+)
+
 
 def render_metrics() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -57,6 +57,7 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         admission: AdmissionQueue,
         limited_prefix: str = "/landmarks",
+        larger_bodies: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes + MULTIPART_OVERHEAD
@@ -64,6 +65,9 @@ class RequestContextMiddleware:
         self.max_upload_bytes = max_body_bytes
         self.admission = admission
         self.limited_prefix = limited_prefix
+        # Paths with a body limit of their own (the video route), multipart only.
+        self.larger_limits = dict(larger_bodies or {})
+        self.larger_bodies = {path: limit + MULTIPART_OVERHEAD for path, limit in self.larger_limits.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,6 +87,8 @@ class RequestContextMiddleware:
         }
         limited = scope["method"] == "POST" and scope["path"].startswith(self.limited_prefix)
         max_body = self.max_json_body_bytes if is_json(headers.get("content-type")) else self.max_body_bytes
+        max_body = self.larger_bodies.get(scope["path"], max_body)
+        upload_limit = self.larger_limits.get(scope["path"], self.max_upload_bytes)
 
         async def send_with_id(message: Message) -> None:
             if state["too_large"]:
@@ -109,20 +115,20 @@ class RequestContextMiddleware:
                 if headers.get("expect", "").lower() != "100-continue":
                     await self._drain(receive, int(declared))
                 state["too_large"] = True
-                await self._payload_too_large(send)
+                await self._payload_too_large(send, upload_limit)
             elif limited and (refusal := self._refusal_on_arrival()):
                 # The queue is already full: answer at once, without reading the upload.
                 await admission_refused_response(refusal)(scope, receive, send_with_id)
             else:
                 await self.app(scope, counting_receive, send_with_id)
                 if state["too_large"]:
-                    await self._payload_too_large(send)
+                    await self._payload_too_large(send, upload_limit)
         except ClientDisconnect:
             # The client went away mid-upload: there is no one to answer, and it is no server error.
             state["status"] = CLIENT_CLOSED_REQUEST
         except Exception:  # _BodyTooLarge included: it surfaces through body parsing
             if state["too_large"]:
-                await self._payload_too_large(send)
+                await self._payload_too_large(send, upload_limit)
             else:
                 logger.exception("unhandled error", extra={"path": scope["path"]})
                 if not state["response_started"]:
@@ -136,12 +142,10 @@ class RequestContextMiddleware:
             self._record(scope, state, time.perf_counter() - started, request_id)
             request_id_var.reset(token)
 
-    async def _payload_too_large(self, send: Send) -> None:
+    async def _payload_too_large(self, send: Send, limit: int) -> None:
         """Answer 413 on the raw ``send`` (the app's own answer, if any, was dropped)."""
         metrics.REJECTED.labels(reason="payload_too_large").inc()
-        body = error_body(
-            "payload_too_large", f"the upload exceeds the limit of {self.max_upload_bytes} bytes"
-        )
+        body = error_body("payload_too_large", f"the upload exceeds the limit of {limit} bytes")
         await self._send_json(send, 413, body, [(b"connection", b"close")])
 
     def _refusal_on_arrival(self) -> AdmissionRefused | None:

@@ -34,3 +34,15 @@ class ModelLoadError(InferenceError):
     """The checkpoint is missing, unreadable or inconsistent."""
 
     code = "model_load_error"
+
+
+class InvalidVideoError(InferenceError):
+    """The file is not a decodable video (random bytes, a photo, no frames, no frame rate)."""
+
+    code = "invalid_video"
+
+
+class TooManyFramesError(InferenceError):
+    """The video is longer than the configured frame limit."""
+
+    code = "too_many_frames"

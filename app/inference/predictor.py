@@ -1,45 +1,24 @@
 """The one inference path: image -> faces with 68 landmarks in original-image pixels (and, where the
 checkpoint has an error head, an estimate of their error)."""
 
-import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from app.inference.calibration import ErrorCalibration, hard_face_threshold
-from app.inference.checkpoint import LoadedModel, Stage, load_checkpoint
+from app.inference.checkpoint import LoadedModel, Stage
 from app.inference.detector import Box, Detection, FaceDetector, Upsample
+from app.inference.export import load_model
 from app.inference.geometry import Frame, crop_frame, frames_to_image, landmark_frames
 from app.inference.landmarks import FLIP_PERMUTATION
-from app.inference.model import ServedOutputs
 from app.inference.pose import HeadPose, head_poses
+from app.inference.runtime import DEFAULT_RUNTIME, Network, load_network, standardise
 
-logger = logging.getLogger(__name__)
-
-# Crops per forward pass (see LandmarkPredictor._forward).
+# Crops per forward pass (see StageRunner._forward).
 CHUNK = 8
-
-
-def optimise_for_cpu(network: torch.nn.Module, input_size: int, channels: int) -> torch.nn.Module:
-    """The network traced, frozen and fused for CPU inference (BatchNorm folded into the convolutions,
-    oneDNN kernels): about twice as fast as eager mode for this small net. Falls back to the eager
-    network if tracing fails or the traced graph disagrees with it."""
-    probe = torch.rand(2, channels, input_size, input_size)
-    try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            optimised = torch.jit.optimize_for_inference(torch.jit.trace(network, probe))
-            if torch.allclose(optimised(probe), network(probe), atol=1e-4):
-                return optimised
-        logger.warning("optimised network disagrees with eager mode; serving eager mode")
-    except Exception:
-        logger.warning("could not optimise the network; serving eager mode", exc_info=True)
-    return network
 
 
 @dataclass(frozen=True)
@@ -69,18 +48,24 @@ class Face:
 
 
 class StageRunner:
-    """One stage of the cascade as served: crops of frames -> normalised points (and log error)."""
+    """One stage of the cascade as served: crops of frames -> normalised points (and log error), the
+    network on ``runtime`` (``app.inference.runtime``) with ``threads`` intra-op threads."""
 
-    def __init__(self, stage: Stage, *, flip_test_time: bool, optimise: bool) -> None:
+    def __init__(
+        self,
+        stage: Stage,
+        *,
+        flip_test_time: bool,
+        optimise: bool = True,
+        runtime: str = DEFAULT_RUNTIME,
+        threads: int | None = None,
+    ) -> None:
         self.stage = stage
         self.input_size = stage.config.input_size
         self.flip_test_time = flip_test_time
         self.has_error = stage.config.error_head
-        self._scale = torch.from_numpy((1.0 / (255.0 * stage.std)).astype(np.float32)).view(1, -1, 1, 1)
-        self._shift = torch.from_numpy((stage.mean / stage.std).astype(np.float32)).view(1, -1, 1, 1)
-        network = ServedOutputs(stage.network).eval()
-        channels = stage.config.in_channels
-        self._network = optimise_for_cpu(network, self.input_size, channels) if optimise else network
+        self.runtime = runtime
+        self.network: Network = load_network(stage, runtime, threads=threads, optimise=optimise)
 
     def frames(self, boxes: list[Box], previous: np.ndarray | None) -> list[Frame]:
         """Where this stage crops: the boxes as they are, or the frames of the previous points."""
@@ -94,20 +79,17 @@ class StageRunner:
             image = np.repeat(image[:, :, None], 3, axis=2)
         return np.stack([crop_frame(image, frame, self.input_size) for frame in frames])
 
-    def normalise(self, crops: np.ndarray) -> torch.Tensor:
-        """(N, S, S, C) uint8 -> (N, C, S, S) float tensor standardised with the stage's mean/std."""
-        # Channels first while still uint8, then in-place arithmetic on a contiguous tensor: measured 5x
-        # faster than converting a permuted view (0.6 against 2.8 ms for 24 crops).
-        tensor = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))).float()
-        return tensor.mul_(self._scale).sub_(self._shift)
+    def normalise(self, crops: np.ndarray) -> np.ndarray:
+        """(N, S, S, C) uint8 -> (N, C, S, S) float32 array standardised with the stage's mean/std."""
+        return standardise(crops, self.stage.mean, self.stage.std)
 
-    def _forward(self, batch: torch.Tensor) -> np.ndarray:
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
         """The network over a batch, in chunks of ``CHUNK`` crops: on CPU a chunk's activations stay in
         cache, and measured per crop, 8 at a time is faster than 24 or 48 at once."""
-        outputs = [self._network(batch[i : i + CHUNK]) for i in range(0, len(batch), CHUNK)]
-        return torch.cat(outputs).numpy().astype(np.float64)
+        outputs = [self.network(batch[i : i + CHUNK]) for i in range(0, len(batch), CHUNK)]
+        return np.concatenate(outputs).astype(np.float64)
 
-    def _outputs(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """((N, P, 2) normalised points, (N,) log expected NME relative to the frame side, or None)."""
         out = self._forward(batch)
         points_end = self.stage.config.num_points * 2
@@ -115,17 +97,16 @@ class StageRunner:
         return out[:, :points_end].reshape(len(batch), -1, 2), error
 
     def _with_mirror(
-        self, batch: torch.Tensor, points: np.ndarray, error: np.ndarray | None
+        self, batch: np.ndarray, points: np.ndarray, error: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """``points`` and ``error`` of ``batch`` averaged with the network's on the mirrored crops."""
-        mirrored, mirrored_error = self._outputs(batch.flip(3))
+        mirrored, mirrored_error = self._outputs(np.ascontiguousarray(batch[..., ::-1]))
         mirrored = mirrored[:, FLIP_PERMUTATION]
         mirrored[..., 0] = 1.0 - mirrored[..., 0]
         if error is not None and mirrored_error is not None:
             error = (error + mirrored_error) / 2.0
         return (points + mirrored) / 2.0, error
 
-    @torch.inference_mode()
     def regress(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(N, S, S, C) uint8 crops -> ((N, 68, 2) normalised frame coordinates, (N,) log expected NME
         relative to the frame side, or None), averaged with the mirrored crops' when flipping."""
@@ -135,7 +116,6 @@ class StageRunner:
             return self._with_mirror(batch, points, error)
         return points, error
 
-    @torch.inference_mode()
     def mirror_average(
         self, crops: np.ndarray, points: np.ndarray, error: np.ndarray | None, which: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -161,9 +141,13 @@ class LandmarkPredictor:
     ``flip_test_time`` averages the last stage's prediction of each crop with that of its mirror image;
     ``None`` takes the checkpoint's recommendation. ``flip_hard_faces`` does so only for the faces whose
     own error estimate exceeds the checkpoint's ``hard_face_flip`` threshold (if it has one), so the
-    extra pass is paid where the points are least sure. ``optimise`` serves traced and fused copies of
-    the networks. ``calibrate_error`` applies the checkpoint's ``error_calibration`` (if it has one) to
-    the error estimate of detected faces (``app.inference.calibration``).
+    extra pass is paid where the points are least sure. ``runtime`` runs the networks
+    (``app.inference.runtime``: onnxruntime by default, as served; openvino; or torch, traced and fused
+    copies of the checkpoint's networks when ``optimise``) on ``threads`` intra-op threads (None: the
+    runtime's default; the service sets 1 per worker); a torch
+    model given to an ONNX runtime is exported in memory. ``calibrate_error`` applies the checkpoint's
+    ``error_calibration`` (if it has one) to the error estimate of detected faces
+    (``app.inference.calibration``).
     """
 
     def __init__(
@@ -175,6 +159,8 @@ class LandmarkPredictor:
         flip_hard_faces: bool = True,
         optimise: bool = True,
         calibrate_error: bool = True,
+        runtime: str = DEFAULT_RUNTIME,
+        threads: int | None = None,
     ) -> None:
         self.model = model
         self.calibration = ErrorCalibration.from_metadata(model.metadata) if calibrate_error else None
@@ -188,8 +174,15 @@ class LandmarkPredictor:
         # Flip averaging only where it pays: on the stage whose points are served (earlier stages only
         # place the frames of later ones).
         last = len(model.stages) - 1
+        self.runtime = runtime
         self.stages = [
-            StageRunner(stage, flip_test_time=flip_test_time and i == last, optimise=optimise)
+            StageRunner(
+                stage,
+                flip_test_time=flip_test_time and i == last,
+                optimise=optimise,
+                runtime=runtime,
+                threads=threads,
+            )
             for i, stage in enumerate(model.stages)
         ]
         self.input_size = self.stages[0].input_size
@@ -198,7 +191,9 @@ class LandmarkPredictor:
     def from_checkpoint(
         cls, path: str | Path, detector: FaceDetector | None = None, **kwargs: Any
     ) -> "LandmarkPredictor":
-        return cls(load_checkpoint(path), detector, **kwargs)
+        """The predictor of a checkpoint (``.pt``) or of its ONNX export (``.json``): the ONNX runtimes
+        serve the export beside a checkpoint when there is one (``app.inference.export.load_model``)."""
+        return cls(load_model(path, kwargs.get("runtime", DEFAULT_RUNTIME)), detector, **kwargs)
 
     @property
     def name(self) -> str:
@@ -257,6 +252,43 @@ class LandmarkPredictor:
                     raise ValueError(f"{len(flat_scores)} detector scores for {len(flat)} boxes")
                 errors = self.calibration.apply(errors, flat_scores, box_sides)
         return [(points[a:b], None if errors is None else errors[a:b]) for _, a, b in runs]
+
+    def follow(
+        self, image: np.ndarray, previous: np.ndarray, boxes: list[Box], scores: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Faces followed from their points in an earlier frame of a stream, with no detection: the
+        cascade's landmark-aligned stages run from the frames of ``previous`` ((N, 68, 2) pixels), so a
+        face that moved a little is found again by the stage that refines points. ``boxes`` (where the
+        stream puts each face's detector box now) scale the error estimate and feed a box-cropped stage
+        in a cascade that has no other; ``scores`` calibrate the estimate. Returns ((N, 68, 2) points
+        in original pixels, (N,) expected NME (box) or None)."""
+        if not boxes:
+            return np.zeros((0, self.model.output_config.num_points, 2)), None
+        aligned = [i for i, stage in enumerate(self.stages) if stage.stage.crop != "box"]
+        first = aligned[0] if aligned else len(self.stages) - 1
+        points: np.ndarray | None = np.asarray(previous, dtype=np.float64) if aligned else None
+        box_sides = np.array([np.sqrt(b.width * b.height) for b in boxes])
+        log_error: np.ndarray | None = None
+        for number in range(first, len(self.stages)):
+            stage = self.stages[number]
+            frames = stage.frames(boxes, points)
+            crops = stage.crops(image, frames)
+            normalised, log_error = stage.regress(crops)
+            if (
+                number == len(self.stages) - 1
+                and self.hard_face_threshold is not None
+                and log_error is not None
+            ):
+                hard = self._raw_estimate(log_error, frames, box_sides) > self.hard_face_threshold
+                normalised, log_error = stage.mirror_average(crops, normalised, log_error, hard)
+            points = frames_to_image(frames, normalised)
+        assert points is not None
+        if log_error is None:
+            return points, None
+        errors = self._raw_estimate(log_error, frames, box_sides)
+        if self.calibration is not None:
+            errors = self.calibration.apply(errors, np.asarray(scores, dtype=np.float64), box_sides)
+        return points, errors
 
     @staticmethod
     def _raw_estimate(log_error: np.ndarray, frames: list[Frame], box_sides: np.ndarray) -> np.ndarray:

@@ -1,0 +1,232 @@
+"""POST /landmarks/video: a video file in, its tracked faces streamed out as NDJSON, frame by frame.
+
+The upload is spooled to a temporary file (OpenCV's decoder reads files), its header checked before
+the answer starts (so a bad file gets an ordinary 4xx), then :func:`app.inference.video.video_lines`
+yields one line per processed frame. Each frame's work takes one slot of the worker's admission queue
+and gives it back before the next frame queues again: photo requests waiting in the queue start between
+two frames of a long video instead of after it. A client that disconnects stops the work at the next
+frame.
+"""
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from anyio import to_thread
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile
+
+from app.api import metrics
+from app.api.admission import AdmissionRefused
+from app.api.deps import PredictorDep, SettingsDep, get_admission
+from app.api.errors import ApiError
+from app.api.routes.landmarks import ERRORS, Upsample
+from app.config import Settings, build_tracker_options
+from app.inference import InferenceError, LandmarkPredictor, TooManyPixelsError
+from app.inference.video import VideoLimits, VideoReader, video_lines
+
+logger = logging.getLogger("app.video")
+
+router = APIRouter(prefix="/landmarks", tags=["video"])
+
+NDJSON = "application/x-ndjson"
+# Copy the upload to the decoder's file in pieces of this size.
+COPY_CHUNK = 1 << 20
+
+VIDEO_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["video"],
+                    "properties": {
+                        "video": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The video: MP4 (H.264), AVI (MJPEG, XVID), WebM, WMV, MOV...",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+VIDEO_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    400: {
+        "model": ERRORS[400]["model"],
+        "description": "invalid_video: not a decodable video (random bytes, a photo, no frame, no frame "
+        "rate); invalid_request: malformed multipart body or no `video` field",
+    },
+    413: {
+        "model": ERRORS[413]["model"],
+        "description": "payload_too_large (LANDMARKS_MAX_VIDEO_BYTES), too_many_frames "
+        "(LANDMARKS_MAX_VIDEO_FRAMES), too_many_pixels (each frame against LANDMARKS_MAX_PIXELS)",
+    },
+}
+
+STREAM_DESCRIPTION = """\
+Streamed as NDJSON (`application/x-ndjson`), one JSON object per line, written as frames are processed:
+
+1. `{"video": {"width", "height", "fps", "frames"}, "model": {"name", "version"}}`
+2. one line per processed frame: `{"frame": i, "time": seconds, "faces": [face, ...]}`; each face is the
+   `/landmarks` face object (`box`, `score`, `landmarks`, `pose`, `error_estimate`) plus `track_id` (an
+   integer that stays with the face while it is in view) and `detected` (the detector ran on this frame
+   and found it: its box and score are the detector's; otherwise the face was followed from its last
+   points and its box placed as the detector's last one was);
+3. `{"summary": {"frames", "tracks", "detector_runs", "seconds"}}`, or, when the video breaks after the
+   answer has started, `{"error": {"code", "message"}}` (`truncated_video`, `too_many_frames`, `overloaded`,
+   `internal_error`).
+
+Errors found before the first line (not a video, too large, too long) are ordinary JSON errors.
+"""
+
+
+def spool(upload: UploadFile, suffix: str) -> Path:
+    """The upload copied to a temporary file the decoder can open (the caller removes it)."""
+    with tempfile.NamedTemporaryFile(prefix="landmarks-video-", suffix=suffix, delete=False) as out:
+        upload.file.seek(0)
+        shutil.copyfileobj(upload.file, out, COPY_CHUNK)
+        return Path(out.name)
+
+
+async def read_video_upload(request: Request, settings: Settings) -> Path:
+    """The `video` field of the multipart body, spooled to a temporary file."""
+    try:
+        form = await request.form(max_files=1, max_fields=16)
+    except Exception as exc:
+        if getattr(exc, "status_code", 400) == 413:
+            raise ApiError(413, "payload_too_large", str(exc)) from exc
+        raise ApiError(400, "invalid_request", f"cannot read the multipart body: {exc}") from exc
+    upload = form.get("video")
+    if not isinstance(upload, UploadFile):
+        raise ApiError(400, "invalid_request", "send the video as a file in the multipart field 'video'")
+    if upload.size is not None and upload.size > settings.max_video_bytes:
+        raise ApiError(
+            413, "payload_too_large", f"the video exceeds the limit of {settings.max_video_bytes} bytes"
+        )
+    suffix = Path(upload.filename or "").suffix[:16]
+    try:
+        return await to_thread.run_sync(spool, upload, suffix)
+    finally:
+        await form.close()
+
+
+def open_video(path: Path, predictor: LandmarkPredictor, settings: Settings, upsample: Any) -> VideoReader:
+    """The video opened and its header checked against the limits, the detection budget included."""
+    reader = VideoReader(path, VideoLimits(settings.max_pixels, settings.max_video_frames))
+    try:
+        width, height = reader.info.width, reader.info.height
+        level = predictor.detector.resolve_upsample(width, height, upsample)
+        scanned = predictor.detector.scanned_pixels(width, height, level)
+        if scanned > settings.max_detect_pixels:
+            raise TooManyPixelsError(
+                f"with upsample={level} the detector would scan {scanned} pixels of each {width}x{height} "
+                f"frame; the limit is {settings.max_detect_pixels}: send a smaller video or a lower upsample"
+            )
+    except Exception:
+        reader.close()
+        raise
+    return reader
+
+
+def error_line(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, InferenceError):
+        return {"error": {"code": exc.code, "message": exc.message}}
+    if isinstance(exc, AdmissionRefused):
+        return {"error": {"code": "overloaded", "reason": exc.reason, "message": exc.message}}
+    return {"error": {"code": "internal_error", "message": "the video failed inside the service"}}
+
+
+def encode(line: dict[str, Any]) -> bytes:
+    return json.dumps(line, separators=(",", ":")).encode() + b"\n"
+
+
+@router.post(
+    "/video",
+    responses={200: {"content": {NDJSON: {}}, "description": STREAM_DESCRIPTION}, **VIDEO_ERRORS},
+    response_class=StreamingResponse,
+    openapi_extra=VIDEO_BODY,
+    summary="Every face of every frame of a video, tracked and smoothed, streamed as NDJSON",
+)
+async def video(
+    request: Request,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    upsample: Upsample = None,
+    stride: Annotated[int, Query(ge=1, le=10_000, description="Process every Nth frame.")] = 1,
+    max_frames: Annotated[
+        int | None, Query(ge=1, description="Process at most this many frames (after the stride).")
+    ] = None,
+    smoothing: Annotated[
+        bool, Query(description="Filter each face's points over time (One-Euro); false: the raw points.")
+    ] = True,
+) -> StreamingResponse:
+    path = await read_video_upload(request, settings)
+    options = build_tracker_options(settings, smoothing=smoothing, upsample=upsample)
+    try:
+        reader = await to_thread.run_sync(open_video, path, predictor, settings, options.upsample)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    lines = video_lines(predictor, reader, options, stride=stride, max_frames=max_frames)
+    try:
+        first = await to_thread.run_sync(next, lines)  # the frame limit is checked here
+    except BaseException:
+        lines.close()
+        reader.close()
+        path.unlink(missing_ok=True)
+        raise
+    return StreamingResponse(
+        _stream(request, first, lines, reader, path),
+        media_type=NDJSON,
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _next_or_none(lines: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
+    return next(lines, None)
+
+
+async def _stream(
+    request: Request, first: dict[str, Any], lines: Iterator[dict[str, Any]], reader: VideoReader, path: Path
+) -> AsyncIterator[bytes]:
+    admission = get_admission(request)
+    metrics.STREAMS.labels(source="video").inc()
+    try:
+        yield encode(first)
+        while True:
+            try:
+                async with admission.slot():
+                    line = await to_thread.run_sync(_next_or_none, lines)
+            except Exception as exc:
+                if not isinstance(exc, InferenceError | AdmissionRefused):
+                    logger.exception("video failed mid-stream")
+                yield encode(error_line(exc))
+                return
+            if line is None:
+                return
+            if "frame" in line:
+                metrics.FRAMES.labels(source="video", outcome="processed").inc()
+            yield encode(line)
+    finally:
+        metrics.STREAMS.labels(source="video").dec()
+        with anyio.CancelScope(shield=True):  # also when the client went away
+            await to_thread.run_sync(_close, lines, reader, path)
+
+
+def _close(lines: Iterator[dict[str, Any]], reader: VideoReader, path: Path) -> None:
+    close = getattr(lines, "close", None)
+    if close is not None:
+        close()
+    reader.close()
+    path.unlink(missing_ok=True)

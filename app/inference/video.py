@@ -1,0 +1,182 @@
+"""Video files -> frames, one at a time, and the lines of a tracked video.
+
+Frames are decoded one after another by OpenCV's bundled FFmpeg (MP4/H.264, AVI with MJPEG or XVID,
+WebM, WMV, ...): only the frame at hand is ever in memory. Everything a file's header announces is
+checked before the first frame is tracked: that it is a video at all (not a photo, not random bytes),
+its frame rate, its size against the pixel and detection limits, and its length against the frame
+limit. :func:`video_lines` is the one path from a file to the lines that ``POST /landmarks/video``
+streams and ``face-landmarks video`` writes.
+"""
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from app.inference.errors import InvalidVideoError, TooManyFramesError, TooManyPixelsError
+from app.inference.predictor import LandmarkPredictor
+from app.inference.tracking import FaceTracker, TrackerOptions
+
+# A frame rate past this is no real video's (a broken header): refused like a missing one.
+MAX_FPS = 1000.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames: int  # as the header announces it; 0 when it does not say
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"width": self.width, "height": self.height, "fps": round(self.fps, 3), "frames": self.frames}
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    max_pixels: int  # per frame
+    max_frames: int  # frames decoded
+
+
+def _photo_format(path: Path) -> str | None:
+    """The format's name when the file is a photo Pillow reads (FFmpeg would play it as a 1-frame video)."""
+    try:
+        with Image.open(path) as image:
+            return image.format
+    except Exception:
+        return None
+
+
+class VideoReader:
+    """A video file opened for decoding, its header checked. Use as a context manager."""
+
+    def __init__(self, path: str | Path, limits: VideoLimits) -> None:
+        path = Path(path)
+        photo = _photo_format(path)
+        if photo is not None:
+            raise InvalidVideoError(f"the file is a {photo} photo, not a video: send it to POST /landmarks")
+        self._capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        try:
+            self.info = self._check(limits)
+        except Exception:
+            self.close()
+            raise
+        self.limits = limits
+        self.complete = True  # False once frames() stops at max_frames instead of the video's end
+
+    def _check(self, limits: VideoLimits) -> VideoInfo:
+        capture = self._capture
+        if not capture.isOpened():
+            raise InvalidVideoError("the file is not a decodable video")
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+        frames = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+        if width <= 0 or height <= 0:
+            raise InvalidVideoError("the video has no picture size")
+        if not math.isfinite(fps) or fps <= 0 or fps > MAX_FPS:
+            raise InvalidVideoError(f"the video declares a frame rate of {fps:g} frames per second")
+        if width * height > limits.max_pixels:
+            raise TooManyPixelsError(
+                f"the video's frames are {width}x{height} = {width * height} pixels; "
+                f"the limit is {limits.max_pixels} per frame"
+            )
+        ok, first = capture.read()
+        if not ok or first is None:
+            raise InvalidVideoError("the video has no decodable frame")
+        self._first: np.ndarray | None = first
+        return VideoInfo(width, height, fps, frames)
+
+    def frames(
+        self, stride: int = 1, max_frames: int | None = None
+    ) -> Iterator[tuple[int, float, np.ndarray]]:
+        """(index, time in seconds, RGB frame) of every ``stride``-th frame, at most ``max_frames`` of
+        them. Raises ``TooManyFramesError`` past the frame limit (every frame decoded counts, skipped
+        ones too) and ``TooManyPixelsError`` for a frame past the pixel limit."""
+        index = 0
+        returned = 0
+        while max_frames is None or returned < max_frames:
+            if index >= self.limits.max_frames:
+                raise TooManyFramesError(
+                    f"the video is longer than the limit of {self.limits.max_frames} frames: "
+                    "send a shorter clip, or set max_frames or stride"
+                )
+            wanted = index % stride == 0
+            if index == 0:
+                frame, self._first = self._first, None
+                ok = frame is not None
+            else:
+                ok = self._capture.grab()
+                if ok and wanted:
+                    ok, frame = self._capture.retrieve()
+            if not ok:
+                return
+            if wanted:
+                if frame.shape[0] * frame.shape[1] > self.limits.max_pixels:
+                    # A stream whose frame size changes midway: the header's size was checked.
+                    raise TooManyPixelsError("a frame of the video is larger than the pixel limit")
+                yield index, index / self.info.fps, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                returned += 1
+            index += 1
+        self.complete = False
+
+    def check_length(self, stride: int = 1, max_frames: int | None = None) -> None:
+        """Refuse at once a video whose header announces more frames than the limit lets decode for
+        this request (``stride`` and ``max_frames`` may bring it within)."""
+        needed = self.info.frames if max_frames is None else min(self.info.frames, max_frames * stride)
+        if needed > self.limits.max_frames:
+            raise TooManyFramesError(
+                f"the video has {self.info.frames} frames; the limit is {self.limits.max_frames}: "
+                "send a shorter clip, or set max_frames or stride"
+            )
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def truncation(reader: VideoReader, last_index: int, stride: int) -> str | None:
+    """Why a video ended before the frames its header announced, or None if it did not. Containers
+    often announce a frame or two more than they hold: only a real shortfall counts."""
+    announced = reader.info.frames
+    if not reader.complete or announced == 0 or last_index + stride + 2 >= announced:
+        return None
+    return f"the video ends after frame {last_index} of the {announced} its header announces (truncated?)"
+
+
+def video_lines(
+    predictor: LandmarkPredictor,
+    reader: VideoReader,
+    options: TrackerOptions,
+    *,
+    stride: int = 1,
+    max_frames: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The lines of a tracked video: the header, one per processed frame, then the summary (or an
+    ``error`` line, for a video that turns out to be broken after its first frame). Each ``next`` does
+    one frame's work, so a caller can interleave, pace or stop it between frames."""
+    started = time.perf_counter()
+    reader.check_length(stride, max_frames)
+    tracker = FaceTracker(predictor, options)
+    yield {"video": reader.info.to_dict(), "model": {"name": predictor.name, "version": predictor.version}}
+    last = -1
+    for index, seconds, frame in reader.frames(stride, max_frames):
+        faces = tracker.update(frame, seconds)
+        last = index
+        yield {"frame": index, "time": round(seconds, 4), "faces": [face.to_dict() for face in faces]}
+    cut = truncation(reader, last, stride)
+    if cut is not None:
+        yield {"error": {"code": "truncated_video", "message": cut, "frames": tracker.frames}}
+        return
+    yield {"summary": {**tracker.summary, "seconds": round(time.perf_counter() - started, 3)}}
