@@ -1,4 +1,5 @@
 """``face-landmarks predict IMAGE... [--draw DIR]``: the service's JSON for local files, one line each.
+``face-landmarks video IN [--out landmarks.jsonl] [--render OUT.mp4]``: the lines of POST /landmarks/video.
 ``face-landmarks serve [--host H] [--port P] [uvicorn options]``: check the checkpoint, then serve."""
 
 import argparse
@@ -8,12 +9,15 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 
-from app.config import build_predictor, get_settings
+from app.config import build_predictor, build_tracker_options, get_settings
 from app.inference import InferenceError
 from app.inference.detector import AUTO, MAX_UPSAMPLE, Upsample
 from app.inference.imaging import decode_image, encode_image
 from app.inference.render import draw_faces
+from app.inference.tracking import TrackedFace
+from app.inference.video import VideoLimits, VideoReader, video_lines
 
 # uvicorn's exit status when start-up fails; ``serve`` exits with it too when the checkpoint is bad.
 STARTUP_FAILURE = 3
@@ -45,6 +49,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--max-faces", type=int, default=None, help="keep at most this many, largest first")
     predict.add_argument("--indent", type=int, default=None, help="pretty-print the JSON")
+    video = commands.add_parser(
+        "video",
+        help="track the faces of a video file: the NDJSON lines of POST /landmarks/video, one per frame",
+    )
+    video.add_argument("video", type=Path, help="a video file (MP4, AVI, WebM, WMV, MOV...)")
+    video.add_argument("--out", type=Path, help="write the lines to this file (default: standard output)")
+    video.add_argument(
+        "--render", type=Path, help="also write the video with points and track ids drawn (.mp4, .avi)"
+    )
+    video.add_argument("--model", type=Path, default=settings.model_path, help="checkpoint to use")
+    video.add_argument(
+        "--upsample",
+        type=_upsample,
+        default=settings.default_upsample,
+        metavar="{auto,0,1,2}",
+        help="as predict",
+    )
+    video.add_argument("--stride", type=int, default=1, help="process every Nth frame")
+    video.add_argument("--max-frames", type=int, default=None, help="process at most this many frames")
+    video.add_argument(
+        "--no-smoothing",
+        dest="smoothing",
+        action="store_false",
+        help="the raw points, not filtered over time",
+    )
     serve = commands.add_parser(
         "serve",
         help="load the checkpoint once (exit 3 if it is bad), then run uvicorn app.main:app; "
@@ -101,6 +130,62 @@ def predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+class _Renderer:
+    """Writes each processed frame, with its faces drawn, to a video file."""
+
+    def __init__(self, path: Path, fps: float, width: int, height: int) -> None:
+        fourcc = "MJPG" if path.suffix.lower() == ".avi" else "mp4v"
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+        if not self.writer.isOpened():
+            raise OSError(f"cannot write a video to {path}")
+
+    def __call__(self, frame: np.ndarray, faces: list[TrackedFace]) -> None:
+        labels = [str(face.track_id) for face in faces]
+        drawn = draw_faces(frame, [face.face for face in faces], pose=False, labels=labels)
+        self.writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        self.writer.release()
+
+
+def video(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    cv2.setNumThreads(settings.torch_threads)
+    predictor = build_predictor(settings, args.model)
+    options = build_tracker_options(settings, smoothing=args.smoothing, upsample=args.upsample)
+    limits = VideoLimits(settings.max_pixels, settings.max_video_frames)
+    renderer = None
+    try:
+        with VideoReader(args.video, limits) as reader:
+            if args.render:
+                info = reader.info
+                renderer = _Renderer(args.render, info.fps / args.stride, info.width, info.height)
+            out = args.out.open("w") if args.out else sys.stdout
+            try:
+                lines = video_lines(
+                    predictor,
+                    reader,
+                    options,
+                    stride=args.stride,
+                    max_frames=args.max_frames,
+                    on_frame=renderer,
+                )
+                failed = False
+                for line in lines:
+                    out.write(json.dumps(line, separators=(",", ":")) + "\n")
+                    failed = "error" in line
+            finally:
+                if out is not sys.stdout:
+                    out.close()
+    except (OSError, InferenceError) as exc:
+        print(json.dumps({"file": str(args.video), "error": str(exc)}), file=sys.stderr)
+        return 1
+    finally:
+        if renderer is not None:
+            renderer.close()
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
@@ -108,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args, unknown)
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "video":
+        return video(args)
     return predict(args)
 
 

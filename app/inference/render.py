@@ -30,13 +30,21 @@ def pose_axes(face: Face) -> list[tuple[tuple[float, float], tuple[float, float]
     return axes
 
 
-def draw_faces(image: np.ndarray, faces: list[Face], pose: bool = True) -> np.ndarray:
-    """A copy of ``image`` (RGB) with each face's box, landmarks and, if ``pose``, head-pose axes."""
+def draw_faces(
+    image: np.ndarray, faces: list[Face], pose: bool = True, labels: list[str] | None = None
+) -> np.ndarray:
+    """A copy of ``image`` (RGB) with each face's box, landmarks and, if ``pose``, head-pose axes; each
+    of ``labels`` (a track id, say) is written above its face's box."""
     canvas = np.ascontiguousarray(image.copy())
     scale = max(1, round(max(image.shape[:2]) / 600))
-    for face in faces:
+    for number, face in enumerate(faces):
         b = face.box
         cv2.rectangle(canvas, (b.left, b.top), (b.right, b.bottom), BOX_COLOUR, scale + 1)
+        if labels is not None:
+            origin = (b.left, max(12 * scale, b.top - 4 * scale))
+            cv2.putText(
+                canvas, labels[number], origin, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, BOX_COLOUR, scale + 1
+            )
         radius = max(1, round(b.width / 90))
         pts = np.round(face.landmarks).astype(np.int32)
         for first, last, closed in CONTOURS:

@@ -10,7 +10,7 @@ streams and ``face-landmarks video`` writes.
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from PIL import Image
 
 from app.inference.errors import InvalidVideoError, TooManyFramesError, TooManyPixelsError
 from app.inference.predictor import LandmarkPredictor
-from app.inference.tracking import FaceTracker, TrackerOptions
+from app.inference.tracking import FaceTracker, TrackedFace, TrackerOptions
 
 # A frame rate past this is no real video's (a broken header): refused like a missing one.
 MAX_FPS = 1000.0
@@ -162,10 +162,12 @@ def video_lines(
     *,
     stride: int = 1,
     max_frames: int | None = None,
+    on_frame: Callable[[np.ndarray, list[TrackedFace]], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The lines of a tracked video: the header, one per processed frame, then the summary (or an
     ``error`` line, for a video that turns out to be broken after its first frame). Each ``next`` does
-    one frame's work, so a caller can interleave, pace or stop it between frames."""
+    one frame's work, so a caller can interleave, pace or stop it between frames. ``on_frame`` sees each
+    processed frame with its faces (the CLI draws them)."""
     started = time.perf_counter()
     reader.check_length(stride, max_frames)
     tracker = FaceTracker(predictor, options)
@@ -173,6 +175,8 @@ def video_lines(
     last = -1
     for index, seconds, frame in reader.frames(stride, max_frames):
         faces = tracker.update(frame, seconds)
+        if on_frame is not None:
+            on_frame(frame, faces)
         last = index
         yield {"frame": index, "time": round(seconds, 4), "faces": [face.to_dict() for face in faces]}
     cut = truncation(reader, last, stride)
