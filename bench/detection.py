@@ -31,8 +31,8 @@ from app.inference import Box, FaceDetector, LandmarkPredictor
 from app.inference.detector import AUTO, Upsample
 from app.inference.imaging import decode_image
 from bench.common import DATA, machine_description, percentile, write_section
-from training.data import read_pts
 from training.evaluate import THRESHOLD, nme_interocular
+from training.pts import read_pts
 
 HELEN = DATA / "300w" / "helen_test"
 PHOTOS = DATA / "samples" / "photos"

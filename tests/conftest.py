@@ -28,6 +28,25 @@ LFPW = DATA / "samples" / "lfpw"
 SHIPPED_MODEL = Settings().model_path
 
 
+# The slow tier (README, "Tests"): a test that uses one of these fixtures starts a server process or a
+# browser, and is marked slow here; modules that start servers themselves carry ``pytestmark``.
+SLOW_FIXTURES = frozenset({"live_server", "browser"})
+# The test being set up or run: LiveServer refuses to start for a test not marked slow, so that the fast
+# tier (make test-fast: -m "not slow") never starts a server process unnoticed.
+_current: list[pytest.Item] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _current[:] = [item]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _require_data() -> None:
     if not DATA.is_dir():
@@ -90,6 +109,8 @@ class LiveServer:
         app: str = "app.main:app",
         launcher: bool = False,
     ) -> None:
+        if _current and _current[0].get_closest_marker("slow") is None:
+            raise AssertionError(f"{_current[0].nodeid} starts a server process: mark it slow")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         child_env = {**os.environ, "WEB_CONCURRENCY": str(workers), **(env or {})}

@@ -18,10 +18,10 @@ import numpy as np
 from app.inference import FaceDetector, LandmarkPredictor
 from app.inference.calibration import ErrorCalibration
 from app.inference.checkpoint import load_checkpoint, save_checkpoint
-from app.inference.imaging import decode_image
 from training.config import CalibrateConfig
-from training.data import MAX_PIXELS, checkpoint_split, is_validation, match_detection, scan_folder
+from training.folders import labelled_images
 from training.metrics import nme_box, spearman
+from training.split import checkpoint_split
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +39,12 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
     predictor = LandmarkPredictor(
         model, detector, flip_test_time=False, flip_hard_faces=False, calibrate_error=False
     )
-    val_fraction, salt = checkpoint_split(model.metadata)
+    split = checkpoint_split(model.metadata)
     raw, scores, sides, truth = [], [], [], []
     for folder in config.data:
-        for item in scan_folder(folder).images:
-            if is_validation(item.stem, val_fraction, salt):
-                continue
-            image = decode_image(item.image.read_bytes(), MAX_PIXELS)
-            match = match_detection(predictor.detect(image, config.upsample), item.points)
+        for item in labelled_images(folder, "training", split):
+            image = item.decode()
+            match = item.match(predictor.detect(image, config.upsample))
             if match is None:
                 continue
             points, estimate = predictor.estimate(image, [match.box])

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "prepare":
-        from training.data import prepare_folder, prepare_summary
+        from training.cache import prepare_folder, prepare_summary
 
         config = from_arguments(PrepareConfig, args)
         for folder in args.folders:
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps({"init": str(run_onet_init(from_arguments(OnetInitConfig, args)))}))
     elif args.command == "subset":
-        from training.data import subset_folder
+        from training.split import subset_folder
 
         c = from_arguments(SubsetConfig, args)
         print(json.dumps(subset_folder(c.folder, c.fraction, c.out, c.seed, c.val_fraction, c.split_salt)))

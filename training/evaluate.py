@@ -18,11 +18,11 @@ import numpy as np
 
 from app.inference import Box, FaceDetector, LandmarkPredictor
 from app.inference.checkpoint import load_checkpoint
-from app.inference.imaging import decode_image
 from training.config import EvaluateConfig
-from training.data import MAX_PIXELS, checkpoint_split, is_validation, match_detection, scan_folder
+from training.folders import scan_folder
 from training.heads import serve_head
 from training.metrics import THRESHOLD, nme_box, nme_inner, nme_interocular, summarise
+from training.split import DEFAULT_SPLIT, checkpoint_split
 
 logger = logging.getLogger(__name__)
 
@@ -132,12 +132,10 @@ def evaluate_folder(
     for per_face in (result.nme, result.nme_io, result.nme_in, result.estimate):
         per_face.update({m: [] for m in methods})
     result.seconds = dict.fromkeys(methods, 0.0)
-    for item in scan.images:
-        if validation is not None and not is_validation(item.stem, *validation):
-            continue
+    for item in scan.labelled("validation" if validation else "all", validation or DEFAULT_SPLIT):
         result.images += 1
-        image = decode_image(item.image.read_bytes(), MAX_PIXELS)
-        match = match_detection(detect(image), item.points)
+        image = item.decode()
+        match = item.match(detect(image))
         if match is None:
             result.undetected.append(item.stem)
             continue

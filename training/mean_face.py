@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from app.inference.landmarks import FLIP_PERMUTATION, LEFT_EYE_OUTER, NUM_POINTS, RIGHT_EYE_OUTER
-from training.data import is_validation, scan_folder
+from training.folders import labelled_images
+from training.split import DEFAULT_SPLIT, Part
 
 NOSE_TIP, CHIN = 30, 8
 BROWS, MOUTH = slice(17, 27), slice(48, 68)
@@ -75,13 +76,10 @@ def to_head_axes(shape: np.ndarray) -> np.ndarray:
 
 
 def derive_mean_face(
-    folder: str | Path, validation: tuple[float, str] | None = (0.15, "face-landmarks-split-v1")
+    folder: str | Path, part: Part = "training", split: tuple[float, str] = DEFAULT_SPLIT
 ) -> np.ndarray:
-    """(68, 3) mean face from the labels of ``folder``, leaving out its validation split (if given)."""
-    scan = scan_folder(folder)
-    shapes = [
-        item.points for item in scan.images if validation is None or not is_validation(item.stem, *validation)
-    ]
+    """(68, 3) mean face from the labels of ``part`` of ``folder`` (by default its training split)."""
+    shapes = [item.points for item in labelled_images(folder, part, split)]
     if len(shapes) < 10:
         raise ValueError(f"{folder}: {len(shapes)} labelled faces; a mean face needs many poses")
     return to_head_axes(factorise(np.stack(shapes)))

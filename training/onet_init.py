@@ -19,11 +19,10 @@ from torch import nn
 
 from app.inference.checkpoint import Stage, load_checkpoint, save_checkpoint
 from app.inference.geometry import crop_frame, landmark_frame
-from app.inference.imaging import decode_image
 from app.inference.model import ONetConfig, build_model
 from app.inference.predictor import StageRunner
 from training.config import OnetInitConfig
-from training.data import MAX_PIXELS, is_validation, scan_folder
+from training.folders import labelled_images
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +39,8 @@ def landmark_crops(
     training-split images of ``folder`` (what stage 2 sees), and (N, 68, 2) the points normalised to
     those frames."""
     crops, targets = [], []
-    for item in scan_folder(folder).images:
-        if is_validation(item.stem, val_fraction, salt):
-            continue
-        image = decode_image(item.image.read_bytes(), MAX_PIXELS)
+    for item in labelled_images(folder, "training", (val_fraction, salt)):
+        image = item.decode()
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
         frame = landmark_frame(item.points)

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from app.inference import Detection, LandmarkPredictor
-from app.inference.imaging import decode_image
 from app.inference.pose import head_pose
 from training.config import PoseEvaluateConfig
-from training.data import MAX_PIXELS, checkpoint_split, is_validation, match_detection, scan_folder
+from training.folders import labelled_images
+from training.split import DEFAULT_SPLIT, checkpoint_split
 
 MAX_ABS_YAW = 99.0
 
@@ -80,9 +80,7 @@ def evaluate_pose(
         dlib_points = DlibShapePredictor()
     result = PoseEvaluation(str(folder), "validation" if validation else "all")
     result.yaw = {"ours": []} | ({"dlib": []} if dlib_points else {})
-    for item in scan_folder(folder).images:
-        if validation is not None and not is_validation(item.stem, *validation):
-            continue
+    for item in labelled_images(folder, "validation" if validation else "all", validation or DEFAULT_SPLIT):
         result.images += 1
         truth = abs_yaw.get(item.image.name)
         if truth is None:
@@ -91,9 +89,9 @@ def evaluate_pose(
         if truth > max_abs_yaw:
             result.over_limit += 1
             continue
-        image = decode_image(item.image.read_bytes(), MAX_PIXELS)
+        image = item.decode()
         faces = predictor.predict(image, upsample)
-        match = match_detection([Detection(f.box, f.score) for f in faces], item.points)
+        match = item.match([Detection(f.box, f.score) for f in faces])
         if match is None:
             result.undetected += 1
             continue

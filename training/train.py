@@ -27,19 +27,13 @@ from torch.utils.data import DataLoader
 
 from app.inference.checkpoint import LoadedModel, Stage, load_checkpoint, save_checkpoint
 from app.inference.model import ONetConfig, build_model
+from training.cache import FaceCache, prepare_folder, prepare_summary
 from training.config import TrainConfig
-from training.data import (
-    SPLIT_RULE,
-    FaceCache,
-    FaceCropDataset,
-    crop_statistics,
-    prepare_folder,
-    prepare_summary,
-    split_items,
-)
+from training.dataset import FaceCropDataset, crop_statistics, split_items
 from training.heads import select_heads
 from training.module import LandmarkModule
 from training.ship import first_stage_record
+from training.split import SPLIT_RULE
 
 logger = logging.getLogger(__name__)
 

@@ -124,6 +124,7 @@ def keyed_server(tmp_path_factory) -> Iterator[LiveServer]:
         server.stop()
 
 
+@pytest.mark.slow
 def test_live_401_comes_before_the_body_is_sent(keyed_server):
     # The headers announce 5 MB that never come: the answer cannot wait for them.
     with socket.create_connection(("127.0.0.1", keyed_server.port), timeout=10) as sock:
@@ -136,6 +137,7 @@ def test_live_401_comes_before_the_body_is_sent(keyed_server):
     assert json.loads(body)["error"]["code"] == "unauthorized"
 
 
+@pytest.mark.slow
 def test_live_keys_from_the_environment_and_the_file_and_the_log_names_them_by_hash(keyed_server):
     url = f"{keyed_server.url}/landmarks"
     data = FACE.read_bytes()

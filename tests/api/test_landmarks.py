@@ -8,7 +8,7 @@ from PIL import Image
 
 from app.api.schemas import LandmarksResponse
 from tests.conftest import LFPW, PHOTOS, assert_same_faces
-from training.data import read_pts
+from training.pts import read_pts
 
 
 def post_file(client, path, params=None, content_type="image/jpeg"):

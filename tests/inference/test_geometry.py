@@ -15,7 +15,7 @@ from app.inference.geometry import (
     landmark_frame,
     landmark_frames,
 )
-from training.data import read_pts
+from training.pts import read_pts
 
 
 def test_box_corners_map_to_crop_edges():

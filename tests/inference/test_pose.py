@@ -11,7 +11,7 @@ from app.inference.imaging import decode_image
 from app.inference.landmarks import FLIP_PERMUTATION
 from app.inference.pose import MEAN_FACE, HeadPose, euler_angles, head_pose, head_poses, rotation_matrix
 from tests.conftest import DATA, LFPW
-from training.data import read_pts
+from training.pts import read_pts
 
 PHOTOS = sorted(LFPW.glob("*.png"))
 # The network is not exactly mirror- or rotation-equivariant (the pose computation is: see the exact

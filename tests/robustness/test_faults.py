@@ -23,6 +23,8 @@ from tests.conftest import LFPW, PHOTOS, REPO, SHIPPED_MODEL, LiveServer
 from tests.robustness import fault_widths, inputs
 from tests.robustness.live import assert_json_error, read_response
 
+pytestmark = pytest.mark.slow  # real uvicorn processes (and a dlib subprocess)
+
 STARTUP_FAILURE = 3  # uvicorn's exit status when the application's startup fails
 FACE = LFPW / "image_0002.png"
 

@@ -27,6 +27,8 @@ from tests.conftest import LFPW, LiveServer
 from tests.robustness import inputs
 from tests.robustness.live import MiB, RawResponse, assert_json_error, rss_bytes, slow_chunked_upload
 
+pytestmark = pytest.mark.slow  # a real uvicorn process
+
 UPLOAD_LIMIT = 2_000_000  # smaller than the default, so that the oversized uploads stay quick
 # Resident memory after the whole table (run several times) may exceed the memory after warm-up by this.
 RSS_GROWTH_BOUND = 64 * MiB

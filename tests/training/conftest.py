@@ -38,6 +38,15 @@ AFLW_DETECTED = [
 AFLW_UNDETECTED = "image00010"
 
 
+def train_args(data: list[Path], tmp: Path, name: str, epochs: int) -> list[str]:
+    """``face-landmarks-train train`` on ``data`` for a tiny CPU run with its outputs under ``tmp``."""
+    return [
+        "train", "--data", *map(str, data), "--cache", str(tmp / "cache"), "--runs", str(tmp / "runs"),
+        "--name", name, "--epochs", str(epochs), "--batch-size", "8", "--no-progress-bar",
+        "--accelerator", "cpu", "--devices", "1", "--log-every-n-steps", "1",
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def small_aflw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_faces(tmp_path_factory.mktemp("data") / "aflw-small", AFLW, [*AFLW_DETECTED, AFLW_UNDETECTED])

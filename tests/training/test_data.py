@@ -14,19 +14,12 @@ from app.inference.landmarks import FLIP_PERMUTATION
 from tests.conftest import exit_codes_at_once
 from tests.training.conftest import AFLW, AFLW_DETECTED, AFLW_UNDETECTED
 from training.augment import occlude
+from training.cache import FaceCache, frame_in_patch, prepare_folder
 from training.cli import main
 from training.config import AugmentConfig, PrepareConfig
-from training.data import (
-    FaceCache,
-    FaceCropDataset,
-    frame_in_patch,
-    is_validation,
-    match_detection,
-    prepare_folder,
-    scan_folder,
-    split_items,
-    subset_folder,
-)
+from training.dataset import FaceCropDataset, split_items
+from training.folders import match_detection, scan_folder
+from training.split import is_validation, subset_folder
 
 NO_PHOTOMETRIC = dict(brightness=0.0, contrast=0.0, colour=0.0, grayscale=0.0, blur=0.0)
 

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 
 from app.inference.checkpoint import load_checkpoint
 from app.inference.model import ONetConfig, build_model
-from tests.training.conftest import LFPW, MENPO
-from tests.training.test_end_to_end import train_args
+from tests.training.conftest import LFPW, MENPO, train_args
 from training.cli import main
 from training.onet_init import MTCNN_MEAN, MTCNN_STD, import_onet_trunk, landmark_crops
 

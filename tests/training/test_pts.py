@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tests.training.conftest import AFLW, LFPW
-from training.data import PtsError, read_pts, scan_folder
+from training.folders import scan_folder
+from training.pts import PtsError, read_pts
 
 
 def write_pts(path: Path, points: np.ndarray, header: str) -> Path:
