@@ -132,7 +132,7 @@ class Settings(BaseSettings):
         1.0, gt=0, description="One-Euro filter: cut-off (Hz) of a still face's points (lower = smoother)."
     )
     smoothing_beta: float = Field(
-        1.5,
+        10.0,
         ge=0,
         description="One-Euro filter: how fast the cut-off rises with the face's speed (in face sizes per "
         "second); higher = less lag on moving faces, more jitter.",

@@ -20,8 +20,8 @@ import numpy as np
 # jitter of still faces or better while the tracked error on moving faces stays within 0.2 points of
 # the photo path's.
 MIN_CUTOFF_HZ = 1.0
-BETA = 1.5
-DERIVATIVE_CUTOFF_HZ = 1.0
+BETA = 10.0
+DERIVATIVE_CUTOFF_HZ = 2.0
 
 
 def face_scale(points: np.ndarray) -> float:
