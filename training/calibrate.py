@@ -18,6 +18,7 @@ import numpy as np
 from app.inference import FaceDetector, LandmarkPredictor
 from app.inference.calibration import ErrorCalibration
 from app.inference.checkpoint import load_checkpoint, save_checkpoint
+from app.inference.export import export_checkpoint, manifest_path
 from training.config import CalibrateConfig
 from training.folders import labelled_images
 from training.metrics import nme_box, spearman
@@ -77,5 +78,7 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
     out = Path(config.out or config.checkpoint)
     metadata = {**model.metadata, "error_calibration": record, "hard_face_flip": hard_faces}
     save_checkpoint(out, dataclasses.replace(model, metadata=metadata))
+    if manifest_path(out).is_file():  # a released model: its export carries the metadata too
+        export_checkpoint(out)
     logger.info("calibration of %s on %d training faces -> %s", config.checkpoint, len(truth), out)
     return {"checkpoint": str(out), "error_calibration": record, "hard_face_flip": hard_faces}

@@ -1,5 +1,5 @@
 """``face-landmarks-train COMMAND`` (or ``python -m training COMMAND``): prepare, train, evaluate, pose,
-calibrate, onet-init, subset, curve, ship.
+calibrate, onet-init, subset, curve, ship, export.
 
 Options are generated from the dataclasses of ``training.config``; this module has no logic of its own.
 """
@@ -13,6 +13,7 @@ from training.config import (
     CalibrateConfig,
     CurveConfig,
     EvaluateConfig,
+    ExportConfig,
     OnetInitConfig,
     PoseEvaluateConfig,
     PrepareConfig,
@@ -38,6 +39,7 @@ COMMANDS = (
     ),
     ("curve", "learning curve: error against training faces, power-law fit", CurveConfig),
     ("ship", "copy a run's best checkpoint to models/ with release metadata", ShipConfig),
+    ("export", "export a checkpoint's networks to ONNX beside it (served without torch)", ExportConfig),
 )
 
 
@@ -100,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.ship import ship
 
         print(json.dumps({"shipped": str(ship(from_arguments(ShipConfig, args)))}))
+    elif args.command == "export":
+        from app.inference.export import export_checkpoint
+
+        print(json.dumps({"exported": str(export_checkpoint(from_arguments(ExportConfig, args).checkpoint))}))
     return 0
 
 

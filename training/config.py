@@ -204,6 +204,14 @@ class ShipConfig:
     flip_test_time: bool = False  # the predictor's default for this checkpoint
     first_stage: str = ""  # put this checkpoint's first (box) stage in front of the run's refinement stages
     weights_dtype: Literal["float32", "float16"] = "float32"  # weights as stored (served in float32)
+    export: bool = True  # export the stages to ONNX beside it (what the service runs, without torch)
+
+
+@dataclass
+class ExportConfig:
+    """Export a checkpoint's stages to ONNX beside it, with the manifest the service loads without torch."""
+
+    checkpoint: str = "models/landmarks.pt"  # checkpoint to export (writes <stem>.json, <stem>.stageN.onnx)
 
 
 # --- command line generation --------------------------------------------------------------------

@@ -20,9 +20,9 @@ from torch import nn
 from app.inference.checkpoint import Stage, load_checkpoint, save_checkpoint
 from app.inference.geometry import crop_frame, landmark_frame
 from app.inference.model import ONetConfig, build_model
-from app.inference.predictor import StageRunner
 from training.config import OnetInitConfig
 from training.folders import labelled_images
+from training.module import standardise_crops
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,7 @@ def import_onet_trunk(network: nn.Module, weights: dict[str, torch.Tensor], crop
         raise ValueError(f"not MTCNN's ONet: missing {sorted(expected - set(weights))}")
     features = network.features
     # Standardised by the predictor's own code, as the stage will be served: (x - 127.5) / 128.
-    stage = Stage(network, network.config, MTCNN_MEAN, MTCNN_STD, "landmarks")
-    x = StageRunner(stage, flip_test_time=False, optimise=False).normalise(crops)
+    x = standardise_crops(crops, MTCNN_MEAN, MTCNN_STD)
     for name, index in CONVOLUTIONS:
         conv, norm, prelu = features[index], features[index + 1], features[index + 2]
         if conv.weight.shape != weights[f"{name}.weight"].shape or not isinstance(norm, nn.BatchNorm2d):

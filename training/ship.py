@@ -1,4 +1,5 @@
-"""Release a run: its best checkpoint, with release metadata and evaluation figures, copied to models/."""
+"""Release a run: its best checkpoint, with release metadata and evaluation figures, copied to models/,
+and its networks exported to ONNX beside it (``app.inference.export``: what the service runs)."""
 
 import dataclasses
 import datetime as dt
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.inference.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
+from app.inference.export import export_checkpoint
 from training.config import ShipConfig
 
 
@@ -70,4 +72,9 @@ def ship(config: ShipConfig) -> Path:
                 plot = Path(config.evaluation).parent / data.get(key, "")
                 if key in data and plot.is_file():
                     shutil.copyfile(plot, out.parent / plot.name)
-    return save_checkpoint(out, dataclasses.replace(first, metadata=metadata, refinements=model.refinements))
+    release = dataclasses.replace(first, metadata=metadata, refinements=model.refinements)
+    shipped = save_checkpoint(out, release)
+    if config.export:
+        # What the service runs: the same networks as ONNX graphs, checked against these (export.py).
+        export_checkpoint(shipped)
+    return shipped

@@ -142,6 +142,13 @@ class ModelInfo(BaseModel):
     )
     stages: list[StageInfo] = Field(description="The networks run one after the other on each face.")
     served_head: str = Field(description="Label convention of the served points (300w: iBUG 300-W).")
+    runtime: str = Field(description="What runs the networks: onnxruntime, openvino or torch.")
+    export: dict[str, Any] | None = Field(
+        None,
+        description="The ONNX export served: manifest, its files with their sha256, the checkpoint it was "
+        "exported from and that file's sha256, opset, exporting torch version, largest difference from "
+        "the torch networks; null when the networks were loaded from a checkpoint.",
+    )
     metadata: dict[str, Any]
 
 

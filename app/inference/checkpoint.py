@@ -14,6 +14,9 @@ Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
                   release half the size); they are computed with in float32 once loaded
 
 The first stage always crops the detector's box as it is.
+
+torch is imported only to read or write these files: a model served from its ONNX export
+(``app.inference.export``) has the same ``LoadedModel`` with ``OnnxGraph`` networks, and no torch.
 """
 
 from dataclasses import dataclass, field
@@ -22,33 +25,36 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
+from app.inference.architecture import ONetConfig
 from app.inference.errors import ModelLoadError
 from app.inference.files import write_atomically
-from app.inference.model import ONetConfig, build_model
 
 FORMAT = "face-landmarks/2"
 FORMATS = ("face-landmarks/1", FORMAT)
 CROPS = ("box", "landmarks")
-WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+WEIGHT_DTYPES = ("float32", "float16")
 
 
 @dataclass
 class Stage:
     """One network of the cascade with the statistics its crops are standardised with."""
 
-    network: nn.Module
+    # A torch ``nn.Module`` (from a checkpoint, or in training) or an ``export.OnnxGraph`` (from the
+    # ONNX export): the runtimes of ``app.inference.runtime`` take either.
+    network: Any
     config: ONetConfig
     mean: np.ndarray  # (C,) float32
     std: np.ndarray  # (C,) float32
     crop: str = "box"  # "box": the detector's box as it is; "landmarks": landmark_frame of the points
 
-    def to_payload(self, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    def to_payload(self, dtype: str = "float32") -> dict[str, Any]:
         """The stage as stored; floating-point weights in ``dtype`` (counters stay integers)."""
+        import torch
+
+        floating = getattr(torch, dtype)
         weights = {
-            k: v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu().clone()
+            k: v.detach().cpu().to(floating) if v.is_floating_point() else v.detach().cpu().clone()
             for k, v in self.network.state_dict().items()
         }
         return {
@@ -68,12 +74,15 @@ class LoadedModel:
     the metadata. Frozen, so that its stages are built once: derive another with
     ``dataclasses.replace(model, metadata=..., refinements=...)``."""
 
-    network: nn.Module
+    network: Any  # as Stage.network
     config: ONetConfig
     mean: np.ndarray  # (C,) float32
     std: np.ndarray  # (C,) float32
     metadata: dict[str, Any]
     refinements: list[Stage] = field(default_factory=list)
+    # Where the networks came from when they are an ONNX export: the manifest's "export" record (files,
+    # checksums, the checkpoint they were exported from); None for networks loaded from a checkpoint.
+    export: dict[str, Any] | None = None
 
     @cached_property
     def stages(self) -> list[Stage]:
@@ -97,10 +106,11 @@ class LoadedModel:
 def save_checkpoint(path: str | Path, model: LoadedModel) -> Path:
     """Write the model's stages and metadata; ``metadata["weights_dtype"]`` (default float32) sets the
     storage precision, so a file re-saved from its own metadata (e.g. by ``calibrate``) keeps it."""
-    name = model.metadata.get("weights_dtype", "float32")
-    if name not in WEIGHT_DTYPES:
-        raise ValueError(f"weights_dtype {name!r}: expected one of {sorted(WEIGHT_DTYPES)}")
-    dtype = WEIGHT_DTYPES[name]
+    import torch
+
+    dtype = model.metadata.get("weights_dtype", "float32")
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights_dtype {dtype!r}: expected one of {sorted(WEIGHT_DTYPES)}")
     first = model.stages[0].to_payload(dtype)
     first.pop("crop")
     payload = {
@@ -118,6 +128,13 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model checkpoint not found: {path}")
+    try:
+        import torch
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"{path} is a torch checkpoint and torch is not installed (the train extra has it); serve its "
+            "ONNX export instead (face-landmarks-train export)"
+        ) from exc
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -140,14 +157,22 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
 
 
 def _load_stage(path: Path, item: dict[str, Any]) -> Stage:
+    from app.inference.model import build_model
+
     config = ONetConfig.from_dict(item["config"])
     network = build_model(config)
     network.load_state_dict(item["state_dict"])
+    network.eval()
+    return stage_of(network, config, item, f"model checkpoint {path}")
+
+
+def stage_of(network: Any, config: ONetConfig, item: dict[str, Any], source: str) -> Stage:
+    """The Stage of a stored stage record (``crop``, ``normalization``) and its network, validated;
+    ``source`` names the file in errors. Shared by checkpoints and their ONNX exports."""
     mean = np.asarray(item["normalization"]["mean"], dtype=np.float32)
     std = np.asarray(item["normalization"]["std"], dtype=np.float32)
     if mean.shape != (config.in_channels,) or std.shape != (config.in_channels,) or np.any(std <= 0):
-        raise ModelLoadError(f"model checkpoint {path} has invalid normalisation statistics")
+        raise ModelLoadError(f"{source} has invalid normalisation statistics")
     if item.get("crop") not in CROPS:
-        raise ModelLoadError(f"model checkpoint {path}: unknown crop {item.get('crop')!r}")
-    network.eval()
+        raise ModelLoadError(f"{source}: unknown crop {item.get('crop')!r}")
     return Stage(network, config, mean, std, item["crop"])

@@ -1,16 +1,15 @@
 """``app.main:app`` with faults injected, for ``uvicorn tests.robustness.faulty_app:app``.
 
-A real failure inside dlib or torch on some strange image cannot be produced on demand, so images of
-particular widths trigger one: the detector raises, the network is fed a tensor it cannot take (a real
-torch error from inside the network), or detection is slow (to fill the in-flight slots). Every other
-image takes the real path unchanged.
+A real failure inside dlib or the network runtime on some strange image cannot be produced on demand,
+so images of particular widths trigger one: the detector raises, the network is fed a tensor it cannot
+take (a real runtime error from inside the network), or detection is slow (to fill the in-flight
+slots). Every other image takes the real path unchanged.
 """
 
 import time
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from app.inference.detector import Box, Detection, FaceDetector
 from app.inference.predictor import LandmarkPredictor
@@ -43,9 +42,8 @@ def _estimate_many(
     scores: Sequence[Sequence[float]] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
     if any(image.shape[1] == RAISE_IN_NETWORK_WIDTH for image in images):
-        # A crop far smaller than the network's input: torch itself raises from inside a convolution.
-        with torch.inference_mode():
-            self.model.network(torch.zeros(1, 3, 4, 4))
+        # A crop far smaller than the network's input: the runtime itself raises from inside the network.
+        self.stages[0].network(np.zeros((1, 3, 4, 4), np.float32))
     return _real_estimate_many(self, images, boxes, scores)
 
 

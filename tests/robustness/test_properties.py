@@ -181,6 +181,7 @@ PREDICTOR = LandmarkPredictor(
     LoadedModel(NETWORK, ONetConfig(), np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32), {}),
     FaceDetector(),
     flip_test_time=False,
+    runtime="torch",
     optimise=False,  # a traced copy would freeze the stand-in's answer
 )
 

@@ -34,6 +34,8 @@ async def model_info(predictor: PredictorDep) -> ModelInfo:
             for stage in model.stages
         ],
         served_head=model.output_config.heads[0],
+        runtime=predictor.runtime,
+        export=model.export,
         metadata=model.metadata,
     )
 
