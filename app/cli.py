@@ -11,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.config import build_predictor, build_tracker_options, get_settings
+from app.config import build_pipeline, build_predictor, build_tracker_options, get_settings
 from app.inference import InferenceError
 from app.inference.detector import AUTO, MAX_UPSAMPLE, Upsample
-from app.inference.imaging import decode_image, encode_image
+from app.inference.pipeline import Upload
 from app.inference.render import draw_faces
 from app.inference.tracking import TrackedFace
 from app.inference.video import VideoLimits, VideoReader, video_lines
@@ -104,29 +104,22 @@ def serve(args: argparse.Namespace, uvicorn_options: list[str]) -> int:
 def predict(args: argparse.Namespace) -> int:
     settings = get_settings()
     cv2.setNumThreads(settings.torch_threads)
-    predictor = build_predictor(settings, args.model)
+    pipeline = build_pipeline(settings, build_predictor(settings, args.model))
     if args.draw:
         args.draw.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path in args.images:
+        # One file at a time, as the service takes one photo: a batch of one through the same pipeline.
         try:
-            image = decode_image(path.read_bytes(), settings.max_pixels)
+            photo = pipeline.run([Upload(path.read_bytes())], args.upsample, args.max_faces).single()
         except (OSError, InferenceError) as exc:
             failures += 1
             print(json.dumps({"file": str(path), "error": str(exc)}), file=sys.stderr)
             continue
-        upsample = predictor.detector.resolve_upsample(image.shape[1], image.shape[0], args.upsample)
-        faces = predictor.predict(image, upsample, args.max_faces)
-        result = {
-            "file": str(path),
-            "image": {"width": image.shape[1], "height": image.shape[0]},
-            "detection": {"upsample": upsample},
-            "faces": [face.to_dict() for face in faces],
-            "model": {"name": predictor.name, "version": predictor.version},
-        }
+        result = {"file": str(path), **photo.to_dict(), "model": pipeline.model_ref()}
         print(json.dumps(result, indent=args.indent))
         if args.draw:
-            (args.draw / f"{path.stem}.jpg").write_bytes(encode_image(draw_faces(image, faces), "jpeg"))
+            (args.draw / f"{path.stem}.jpg").write_bytes(photo.rendered("jpeg"))
     return 1 if failures else 0
 
 

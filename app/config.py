@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.inference import FaceDetector, LandmarkPredictor
 from app.inference.detector import DEFAULT_AUTO_SCAN_PIXELS, MAX_UPSAMPLE
+from app.inference.pipeline import PhotoPipeline
 from app.inference.runtime import DEFAULT_RUNTIME, Runtime
 from app.inference.tracking import TrackerOptions
 
@@ -176,6 +177,13 @@ def build_predictor(settings: Settings, model_path: Path | None = None) -> Landm
         flip_hard_faces=settings.flip_hard_faces,
         runtime=settings.runtime,
         threads=settings.torch_threads,
+    )
+
+
+def build_pipeline(settings: Settings, predictor: LandmarkPredictor) -> PhotoPipeline:
+    """The photo pipeline of ``predictor`` within these settings' pixel and detection limits."""
+    return PhotoPipeline(
+        predictor, max_pixels=settings.max_pixels, max_detect_pixels=settings.max_detect_pixels
     )
 
 

@@ -20,10 +20,12 @@ from fastapi_offline import FastAPIOffline
 
 from app.api.admission import AdmissionQueue, on_exit_signals
 from app.api.auth import UNAUTHORIZED, load_api_keys, require_api_key
+from app.api.budget import PixelBudget
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.api.routes import batch, health, landmarks, meta, stream, video
-from app.config import Settings, build_predictor, get_settings
+from app.api.state import ServiceState, service_state
+from app.config import Settings, build_pipeline, build_predictor, get_settings
 from app.inference import LandmarkPredictor
 from app.logging_setup import configure_logging
 from app.web.routes import install_page
@@ -62,17 +64,17 @@ def limit_malloc_fragmentation() -> None:
             mallopt(parameter, value)
 
 
-async def _warm_up(app: FastAPI) -> None:
+async def _warm_up(state: ServiceState, predictor: LandmarkPredictor) -> None:
     try:
-        await to_thread.run_sync(app.state.predictor.warm_up)
+        await to_thread.run_sync(predictor.warm_up)
     except Exception as exc:
-        app.state.not_ready_reason = f"warm-up failed: {exc}"
+        state.not_ready_reason = f"warm-up failed: {exc}"
         logger.exception("model warm-up failed; the service stays not ready")
         return
-    if app.state.shutting_down:  # SIGTERM came during the warm-up: stay not ready to the end
+    if state.shutting_down:  # SIGTERM came during the warm-up: stay not ready to the end
         return
-    app.state.ready = True
-    app.state.not_ready_reason = None
+    state.ready = True
+    state.not_ready_reason = None
     logger.info("ready")
 
 
@@ -91,13 +93,15 @@ def load_predictor(settings: Settings) -> LandmarkPredictor:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+    state = service_state(app)
+    settings = state.settings
     limit_malloc_fragmentation()
     cv2.setNumThreads(settings.torch_threads)
-    app.state.shutting_down = False  # a lifespan may run again on the same app (tests do)
-    app.state.not_ready_reason = "loading the model"
+    state.shutting_down = False  # a lifespan may run again on the same app (tests do)
+    state.not_ready_reason = "loading the model"
     predictor = load_predictor(settings)
-    app.state.predictor = predictor
+    state.pipeline = build_pipeline(settings, predictor)
+    state.pixel_budget = PixelBudget(settings.max_pixels)
     logger.info(
         "model loaded",
         extra={
@@ -108,22 +112,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "hard_face_flip": predictor.hard_face_threshold,
         },
     )
-    app.state.not_ready_reason = "warming up"
-    warm_up = asyncio.create_task(_warm_up(app))
+    state.not_ready_reason = "warming up"
+    warm_up = asyncio.create_task(_warm_up(state, predictor))
 
     def begin_shutdown() -> None:
-        app.state.shutting_down = True
-        app.state.ready = False
-        app.state.not_ready_reason = "shutting down"
-        app.state.admission.begin_shutdown(settings.shutdown_grace_seconds)
+        state.shutting_down = True
+        state.ready = False
+        state.not_ready_reason = "shutting down"
+        state.admission.begin_shutdown(settings.shutdown_grace_seconds)
         logger.info("shutting down: queued requests may start for %g s more", settings.shutdown_grace_seconds)
 
     try:
         with on_exit_signals(begin_shutdown):
             yield
     finally:
-        app.state.shutting_down = True
-        app.state.ready = False
+        state.shutting_down = True
+        state.ready = False
         warm_up.cancel()
         logger.info("shutting down")
 
@@ -138,19 +142,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Every face in a photo with its 68 iBUG 300-W landmarks.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.predictor = None
-    app.state.ready = False
-    app.state.shutting_down = False
-    app.state.not_ready_reason = "model not loaded yet"
-    app.state.admission = AdmissionQueue(
-        settings.max_in_flight, settings.max_queue, settings.queue_timeout_seconds
+    state = ServiceState(
+        settings=settings,
+        admission=AdmissionQueue(settings.max_in_flight, settings.max_queue, settings.queue_timeout_seconds),
+        api_keys=load_api_keys(settings),
     )
+    app.state.service = state
     install_error_handlers(app)
-    app.state.api_keys = load_api_keys(settings)
     # With API keys on, the client routes need one (and OpenAPI declares the schemes); health, metrics
     # and the docs stay open.
-    keys_on = bool(app.state.api_keys)
+    keys_on = bool(state.api_keys)
     protected = {"dependencies": [Depends(require_api_key)], "responses": UNAUTHORIZED} if keys_on else {}
     app.include_router(landmarks.router, **protected)
     app.include_router(batch.router, **protected)
@@ -164,7 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_upload_bytes,
-        admission=app.state.admission,
+        admission=state.admission,
         larger_bodies={"/landmarks/video": settings.max_video_bytes},
     )
     if settings.cors_origins:

@@ -98,7 +98,7 @@ async def require_api_key(
     header_key: Annotated[str | None, Security(API_KEY_HEADER)],
 ) -> None:
     """401 ``unauthorized`` unless one of the two headers carries a known key."""
-    keys: ApiKeys = request.app.state.api_keys
+    keys: ApiKeys = request.app.state.service.api_keys
     presented = [key for key in (bearer.credentials if bearer else None, header_key) if key]
     if not presented:
         raise ApiError(

@@ -14,6 +14,9 @@ from contextlib import asynccontextmanager
 
 import anyio
 
+from app.inference.errors import InvalidImageError
+from app.inference.imaging import read_image_size
+
 
 class PixelBudget:
     """``capacity`` units shared by the requests of one worker (one event loop, so no locks are needed:
@@ -72,3 +75,13 @@ def fitting_groups(weights: Sequence[int], capacity: int) -> list[list[int]]:
             groups.append([index])
             total = weight
     return groups
+
+
+def announced_pixels(data: bytes, max_pixels: int) -> int:
+    """The pixels an upload holds in the budget: those its header announces; 0 for a file that will be
+    refused before decoding anyway."""
+    try:
+        width, height = read_image_size(data)
+    except InvalidImageError:
+        return 0
+    return width * height if width * height <= max_pixels else 0

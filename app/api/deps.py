@@ -1,4 +1,4 @@
-"""Typed dependencies for the routes."""
+"""Typed dependencies for the routes: all of them read the app's one ``ServiceState``."""
 
 from typing import Annotated
 
@@ -7,35 +7,46 @@ from fastapi import Depends, Request
 from app.api.admission import AdmissionQueue
 from app.api.budget import PixelBudget
 from app.api.errors import ApiError
+from app.api.state import ServiceState, service_state
 from app.config import Settings
 from app.inference import LandmarkPredictor
+from app.inference.pipeline import PhotoPipeline
 
 
-def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings
+async def get_service(request: Request) -> ServiceState:
+    return service_state(request.app)
 
 
-def get_predictor(request: Request) -> LandmarkPredictor:
-    predictor = getattr(request.app.state, "predictor", None)
-    if predictor is None or not request.app.state.ready:
+ServiceDep = Annotated[ServiceState, Depends(get_service)]
+
+
+async def get_app_settings(service: ServiceDep) -> Settings:
+    return service.settings
+
+
+async def get_pipeline(service: ServiceDep) -> PhotoPipeline:
+    """The photo pipeline; 503 ``not_ready`` until the model is loaded and warmed up."""
+    if service.pipeline is None or not service.ready:
         raise ApiError(503, "not_ready", "the model is still loading", {"Retry-After": "1"})
-    return predictor
+    return service.pipeline
 
 
-async def get_pixel_budget(request: Request) -> PixelBudget:
-    """The worker's budget of pixels in progress, LANDMARKS_MAX_PIXELS units (made on first use; async,
-    so it runs on the event loop and two requests cannot both make one)."""
-    budget = getattr(request.app.state, "pixel_budget", None)
-    if budget is None:
-        budget = request.app.state.pixel_budget = PixelBudget(request.app.state.settings.max_pixels)
-    return budget
+async def get_predictor(pipeline: Annotated[PhotoPipeline, Depends(get_pipeline)]) -> LandmarkPredictor:
+    return pipeline.predictor
+
+
+async def get_pixel_budget(service: ServiceDep) -> PixelBudget:
+    """The worker's budget of pixels in progress, LANDMARKS_MAX_PIXELS units (made by the lifespan)."""
+    assert service.pixel_budget is not None, "the lifespan makes the budget before serving"
+    return service.pixel_budget
 
 
 def get_admission(request: Request) -> AdmissionQueue:
     """The worker's admission queue (made with the app, shared with the middleware)."""
-    return request.app.state.admission
+    return service_state(request.app).admission
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+PipelineDep = Annotated[PhotoPipeline, Depends(get_pipeline)]
 PredictorDep = Annotated[LandmarkPredictor, Depends(get_predictor)]
 PixelBudgetDep = Annotated[PixelBudget, Depends(get_pixel_budget)]

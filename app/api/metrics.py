@@ -17,6 +17,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from app.inference.pipeline import Batch
+
 REQUESTS = Counter(
     "landmarks_http_requests_total",
     "HTTP requests by route, method and status.",
@@ -85,3 +87,14 @@ def render_metrics() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def record_photos(batch: Batch) -> None:
+    """The metrics of one call of the photo pipeline, single photo or batch alike: the time of each
+    stage, and per photo the upsampling its detection ran at and the faces it found."""
+    for stage, seconds in batch.stage_seconds:
+        STAGE_LATENCY.labels(stage=stage).observe(seconds)
+    for photo in batch.photos:
+        DETECTIONS_BY_UPSAMPLE.labels(upsample=str(photo.level)).inc()
+        FACES.inc(len(photo.faces))
+        FACES_PER_IMAGE.observe(len(photo.faces))

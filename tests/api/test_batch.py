@@ -5,6 +5,7 @@ import base64
 import pytest
 
 from app.api.schemas import BatchResponse
+from app.api.state import service_state
 from tests.api.test_errors import assert_error
 from tests.conftest import LFPW, PHOTOS, assert_same_faces, make_client, wait_ready
 from tests.inference.test_predictor import count_regress_calls
@@ -88,7 +89,7 @@ def test_query_parameters_apply_to_every_image(client):
 
 
 def test_the_faces_of_all_images_go_through_the_network_together(client, monkeypatch):
-    calls = count_regress_calls(client.app.state.predictor, monkeypatch)
+    calls = count_regress_calls(service_state(client.app).predictor, monkeypatch)
     items = [{"image": b64(p.read_bytes())} for p in [*FACES, PHOTOS / "dogs.jpg", FACES[0], FACES[1]]]
     results = batch_json(client, items).json()["results"]
     # One call of each stage's network over the 7 faces of all images.
@@ -99,12 +100,12 @@ def test_images_over_the_pixel_budget_together_take_turns():
     # image_0001-3.png: 247 200, 135 000 and 168 500 pixels; the first two fit in 400 000, not all three.
     with make_client(max_pixels=400_000) as small, pytest.MonkeyPatch.context() as patch:
         wait_ready(small)
-        calls = count_regress_calls(small.app.state.predictor, patch)
+        calls = count_regress_calls(service_state(small.app).predictor, patch)
         items = [{"image": b64(p.read_bytes())} for p in FACES[:3]]
         results = batch_json(small, items).json()["results"]
         assert [len(r["faces"]) for r in results] == [1, 1, 1]
         assert calls == [2, 2, 1, 1]  # two groups, each through both stages of the cascade
-        assert small.app.state.pixel_budget.in_use == 0
+        assert service_state(small.app).pixel_budget.in_use == 0
         for path, result in zip(FACES, results, strict=False):
             assert_same_faces(result["faces"], single(small, path.read_bytes())["faces"])
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 from fastapi.testclient import TestClient
 
+from app.api.state import service_state
 from app.main import _warm_up, create_app
 from tests.conftest import PHOTOS, make_client, wait_ready
 
@@ -39,15 +40,15 @@ def test_ready_after_load_and_warm_up():
 def test_a_warm_up_that_ends_after_sigterm_leaves_the_worker_not_ready():
     # The warm-up thread cannot be stopped; once shutdown has begun its end must not turn the worker
     # ready (it did: the log said "ready" after "shutting down").
-    app = create_app()
+    state = service_state(create_app())
     warmed = []
-    app.state.predictor = SimpleNamespace(warm_up=lambda: warmed.append(True))
-    app.state.shutting_down = True
-    asyncio.run(_warm_up(app))
-    assert warmed == [True] and app.state.ready is False
-    app.state.shutting_down = False
-    asyncio.run(_warm_up(app))
-    assert app.state.ready is True and app.state.not_ready_reason is None
+    predictor = SimpleNamespace(warm_up=lambda: warmed.append(True))
+    state.shutting_down = True
+    asyncio.run(_warm_up(state, predictor))
+    assert warmed == [True] and state.ready is False
+    state.shutting_down = False
+    asyncio.run(_warm_up(state, predictor))
+    assert state.ready is True and state.not_ready_reason is None
 
 
 def test_a_second_lifespan_on_the_same_app_becomes_ready_again():

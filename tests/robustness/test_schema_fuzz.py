@@ -29,8 +29,10 @@ def wait_until_warm(timeout: float = 30.0) -> None:
     is warm, so that a 503 could only mean overload, which sequential requests never cause."""
     with asgi.get_client(APP):  # starts the lifespan if it is not running
         deadline = time.monotonic() + timeout
-        while not APP.state.ready:
-            assert time.monotonic() < deadline, f"the app did not become ready: {APP.state.not_ready_reason}"
+        while not APP.state.service.ready:
+            assert time.monotonic() < deadline, (
+                f"the app did not become ready: {APP.state.service.not_ready_reason}"
+            )
             time.sleep(0.02)
 
 

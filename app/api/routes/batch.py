@@ -1,35 +1,29 @@
 """POST /landmarks/batch: several photos in one request; the faces of all of them go through the network
-together (``LandmarkPredictor.predict_many``). One bad photo is an error in its own result, never of the
-request."""
+together (``PhotoPipeline.run``). One bad photo is an error in its own result, never of the request."""
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api import metrics
 from app.api.bodies import BATCH_BODY, ImageUpload, read_batch
 from app.api.budget import fitting_groups
-from app.api.deps import PixelBudgetDep, PredictorDep, SettingsDep, get_admission
+from app.api.deps import PipelineDep, PixelBudgetDep, SettingsDep, get_admission
 from app.api.errors import item_error
 from app.api.routes.landmarks import (
     ERRORS,
     MaxFaces,
-    Upsample,
-    decode_upload,
+    UpsampleQuery,
     json_response,
-    model_ref,
-    photo_result,
     read_and_weigh,
-    record_detection,
+    run_photos,
 )
 from app.api.schemas import BatchResponse, ErrorResponse
-from app.config import Settings, UpsamplePolicy
-from app.inference import InferenceError, LandmarkPredictor
+from app.config import UpsamplePolicy
+from app.inference import InferenceError
+from app.inference.pipeline import PhotoPipeline, Upload
 
 router = APIRouter(prefix="/landmarks", tags=["landmarks"])
 
@@ -50,9 +44,8 @@ Outcome = dict[str, Any]
 @dataclass(frozen=True)
 class ReadImage:
     index: int  # position in the request
-    data: bytes
+    upload: Upload
     weight: int  # pixels the header announces, for the budget
-    content_type: str | None
 
 
 def read_all(uploads: list[ImageUpload], max_pixels: int) -> tuple[list[ReadImage], dict[int, Outcome]]:
@@ -60,46 +53,25 @@ def read_all(uploads: list[ImageUpload], max_pixels: int) -> tuple[list[ReadImag
     base64). Runs in a worker thread."""
     readable: list[ReadImage] = []
     failed: dict[int, Outcome] = {}
-    for index, upload in enumerate(uploads):
+    for index, image_upload in enumerate(uploads):
         try:
-            data, weight = read_and_weigh(upload, max_pixels)
+            upload, weight = read_and_weigh(image_upload, max_pixels)
         except InferenceError as exc:
             failed[index] = {"error": item_error(exc)}
             continue
-        readable.append(ReadImage(index, data, weight, upload.content_type))
+        readable.append(ReadImage(index, upload, weight))
     return readable, failed
 
 
 def process_group(
-    predictor: LandmarkPredictor,
-    group: list[ReadImage],
-    settings: Settings,
-    policy: UpsamplePolicy,
-    max_faces: int | None,
+    pipeline: PhotoPipeline, group: list[ReadImage], policy: UpsamplePolicy, max_faces: int | None
 ) -> dict[int, Outcome]:
-    """Decode each image, then one ``predict_many`` over those that decoded. Runs in a worker thread."""
-    outcomes: dict[int, Outcome] = {}
-    images: list[np.ndarray] = []
-    levels: list[int] = []
-    indices: list[int] = []
-    for item in group:
-        started = time.perf_counter()
-        try:
-            image, level = decode_upload(item.data, item.content_type, predictor.detector, settings, policy)
-        except InferenceError as exc:
-            outcomes[item.index] = {"error": item_error(exc)}
-            continue
-        metrics.STAGE_LATENCY.labels(stage="decode").observe(time.perf_counter() - started)
-        images.append(image)
-        levels.append(level)
-        indices.append(item.index)
-    started = time.perf_counter()
-    all_faces = predictor.predict_many(images, levels, max_faces)
-    metrics.STAGE_LATENCY.labels(stage="detect_regress_batch").observe(time.perf_counter() - started)
-    for index, image, level, faces in zip(indices, images, levels, all_faces, strict=True):
-        record_detection(len(faces), level)
-        outcomes[index] = photo_result(image, [face.to_dict() for face in faces], level)
-    return outcomes
+    """One pipeline run over the group; each photo's JSON or error. Runs in a worker thread."""
+    batch = run_photos(pipeline, [item.upload for item in group], policy, max_faces)
+    return {
+        item.index: {"error": item_error(result)} if isinstance(result, InferenceError) else result.to_dict()
+        for item, result in zip(group, batch.results, strict=True)
+    }
 
 
 @router.post(
@@ -111,10 +83,10 @@ def process_group(
 )
 async def batch(
     request: Request,
-    predictor: PredictorDep,
+    pipeline: PipelineDep,
     settings: SettingsDep,
     budget: PixelBudgetDep,
-    upsample: Upsample = None,
+    upsample: UpsampleQuery = None,
     max_faces: MaxFaces = None,
 ) -> Response:
     uploads = await read_batch(request, settings)
@@ -127,11 +99,9 @@ async def batch(
         for group in fitting_groups([item.weight for item in readable], budget.capacity):
             members = [readable[i] for i in group]
             async with budget.hold(sum(item.weight for item in members)):
-                outcomes.update(
-                    await to_thread.run_sync(process_group, predictor, members, settings, policy, max_faces)
-                )
+                outcomes.update(await to_thread.run_sync(process_group, pipeline, members, policy, max_faces))
     results = [
         {"index": index, **({"id": upload.id} if upload.id is not None else {}), **outcomes[index]}
         for index, upload in enumerate(uploads)
     ]
-    return json_response({"results": results, "model": model_ref(predictor)})
+    return json_response({"results": results, "model": pipeline.model_ref()})

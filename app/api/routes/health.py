@@ -1,6 +1,7 @@
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from app.api.deps import ServiceDep
 from app.api.schemas import HealthStatus
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -17,9 +18,8 @@ async def live() -> HealthStatus:
     summary="The model is loaded and warmed up",
     responses={503: {"model": HealthStatus, "description": "Still loading, or loading failed"}},
 )
-async def ready(request: Request) -> JSONResponse:
-    state = request.app.state
-    if getattr(state, "ready", False):
+async def ready(service: ServiceDep) -> JSONResponse:
+    if service.ready:
         return JSONResponse(HealthStatus(status="ready").model_dump())
-    reason = getattr(state, "not_ready_reason", None) or "model not loaded yet"
+    reason = service.not_ready_reason or "model not loaded yet"
     return JSONResponse(HealthStatus(status="not_ready", reason=reason).model_dump(), status_code=503)

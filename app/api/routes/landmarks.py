@@ -1,34 +1,23 @@
-"""POST /landmarks, POST /landmarks/render and POST /landmarks/align."""
+"""POST /landmarks, POST /landmarks/render and POST /landmarks/align: HTTP in and out of the photo
+pipeline (``app.inference.pipeline``), a photo being a batch of one."""
 
-import base64
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from anyio import to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.api import metrics
 from app.api.bodies import IMAGE_BODY, ImageUpload, read_image
-from app.api.budget import PixelBudget
-from app.api.deps import PixelBudgetDep, PredictorDep, SettingsDep, get_admission
+from app.api.budget import PixelBudget, announced_pixels
+from app.api.deps import PipelineDep, PixelBudgetDep, SettingsDep, get_admission
 from app.api.schemas import AlignResponse, ErrorResponse, LandmarksResponse
 from app.config import Settings, UpsamplePolicy
-from app.inference import (
-    Face,
-    FaceDetector,
-    InvalidImageError,
-    LandmarkPredictor,
-    TooManyPixelsError,
-    UnsupportedMediaTypeError,
-)
-from app.inference.align import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, Border, Template, align_face
-from app.inference.imaging import SUPPORTED_FORMATS, decode_image, encode_image, read_image_size
-from app.inference.render import draw_faces
+from app.inference.align import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, Border, Template
+from app.inference.pipeline import Batch, Photo, PhotoPipeline, Upload
 
 router = APIRouter(prefix="/landmarks", tags=["landmarks"])
 
@@ -58,7 +47,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     },
 }
 
-Upsample = Annotated[
+UpsampleQuery = Annotated[
     UpsamplePolicy | None,
     Query(
         description="Detection policy. 0, 1 or 2: dlib's upsampling; 0 finds faces of ~80 px and more, "
@@ -73,103 +62,19 @@ MaxFaces = Annotated[
 ]
 
 
-def _declares_non_image(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    kind = content_type.split(";")[0].strip().lower()
-    return not (kind.startswith("image/") or kind in ("application/octet-stream", ""))
-
-
-def check_detection_budget(
-    image: np.ndarray, detector: FaceDetector, settings: Settings, upsample: int
-) -> None:
-    """Refuse work the pixel limit alone would let through: a small, highly compressed file of a
-    large image with ``upsample=2`` would make dlib scan 16 times its pixels (gigabytes, a minute)."""
-    height, width = image.shape[:2]
-    scanned = detector.scanned_pixels(width, height, upsample)
-    if scanned > settings.max_detect_pixels:
-        raise TooManyPixelsError(
-            f"with upsample={upsample} the detector would scan {scanned} pixels for this {width}x{height} "
-            f"image; the limit is {settings.max_detect_pixels}: send a smaller image or a lower upsample"
-        )
-
-
-def decode_upload(
-    data: bytes, content_type: str | None, detector: FaceDetector, settings: Settings, policy: UpsamplePolicy
-) -> tuple[np.ndarray, int]:
-    """The upright image and the upsampling ``policy`` resolves to for it; refused if it is no image or
-    over the pixel or detection limits."""
-    try:
-        image = decode_image(data, settings.max_pixels)
-    except InvalidImageError as exc:
-        # The bytes are no image; if the client also said they are something else, say that.
-        if _declares_non_image(content_type):
-            raise UnsupportedMediaTypeError(
-                f"content type {content_type!r} is not an image; send one of {', '.join(SUPPORTED_FORMATS)}"
-            ) from exc
-        raise
-    upsample = detector.resolve_upsample(image.shape[1], image.shape[0], policy)
-    check_detection_budget(image, detector, settings, upsample)
-    return image, upsample
-
-
-def record_detection(count: int, upsample: int) -> None:
-    """Metrics of one image's detection: the upsampling it ran at and the faces it found."""
-    metrics.DETECTIONS_BY_UPSAMPLE.labels(upsample=str(upsample)).inc()
-    metrics.FACES.inc(count)
-    metrics.FACES_PER_IMAGE.observe(count)
-
-
-def run_pipeline(
-    predictor: LandmarkPredictor,
-    data: bytes,
-    content_type: str | None,
-    settings: Settings,
-    policy: UpsamplePolicy,
-    max_faces: int | None,
-) -> tuple[np.ndarray, list[Face], int]:
-    """Decode, detect, regress; each stage timed. Runs in a worker thread. Returns the image, its faces
-    and the upsampling the detection ran at (``policy`` resolved for this image)."""
-    t0 = time.perf_counter()
-    image, upsample = decode_upload(data, content_type, predictor.detector, settings, policy)
-    t1 = time.perf_counter()
-    detections = predictor.detect(image, upsample)[:max_faces]
-    t2 = time.perf_counter()
-    faces = predictor.faces(image, detections)
-    t3 = time.perf_counter()
-    metrics.STAGE_LATENCY.labels(stage="decode").observe(t1 - t0)
-    metrics.STAGE_LATENCY.labels(stage="detect").observe(t2 - t1)
-    metrics.STAGE_LATENCY.labels(stage="regress").observe(t3 - t2)
-    record_detection(len(detections), upsample)
-    return image, faces, upsample
-
-
-def photo_result(image: np.ndarray, faces: list[dict[str, Any]], upsample: int) -> dict[str, Any]:
-    """The size, detection and faces (as JSON) of one photo, as every answer gives them."""
-    return {
-        "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
-        "detection": {"upsample": upsample},
-        "faces": faces,
-    }
-
-
-def model_ref(predictor: LandmarkPredictor) -> dict[str, str]:
-    return {"name": predictor.name, "version": predictor.version}
-
-
-def announced_pixels(data: bytes, max_pixels: int) -> int:
-    """Pixels the header announces; 0 for a file that will be refused before decoding anyway."""
-    try:
-        width, height = read_image_size(data)
-    except InvalidImageError:
-        return 0
-    return width * height if width * height <= max_pixels else 0
-
-
-def read_and_weigh(upload: ImageUpload, max_pixels: int) -> tuple[bytes, int]:
+def read_and_weigh(upload: ImageUpload, max_pixels: int) -> tuple[Upload, int]:
     """The upload's bytes (base64 decoded here, off the event loop) and its pixels for the budget."""
     data = upload.read()
-    return data, announced_pixels(data, max_pixels)
+    return Upload(data, upload.content_type), announced_pixels(data, max_pixels)
+
+
+def run_photos(
+    pipeline: PhotoPipeline, uploads: list[Upload], policy: UpsamplePolicy, max_faces: int | None
+) -> Batch:
+    """``pipeline.run`` with its metrics recorded (in a worker thread)."""
+    batch = pipeline.run(uploads, policy, max_faces)
+    metrics.record_photos(batch)
+    return batch
 
 
 def json_response(body: dict[str, Any]) -> Response:
@@ -180,22 +85,21 @@ def json_response(body: dict[str, Any]) -> Response:
 @asynccontextmanager
 async def _processed(
     request: Request,
-    predictor: LandmarkPredictor,
+    pipeline: PhotoPipeline,
     settings: Settings,
     budget: PixelBudget,
     upsample: UpsamplePolicy | None,
     max_faces: int | None,
-) -> AsyncIterator[tuple[np.ndarray, list[Face], int]]:
-    """The decoded image, its faces and the upsampling used: the upload waits its turn in the worker's
-    admission queue, then its pixels are held in the worker's budget until the caller is done."""
-    upload = await read_image(request, settings)
+) -> AsyncIterator[Photo]:
+    """The photo and its faces: the upload waits its turn in the worker's admission queue, then its
+    pixels are held in the worker's budget until the caller is done."""
+    image_upload = await read_image(request, settings)
     policy = settings.default_upsample if upsample is None else upsample
     async with get_admission(request).slot(receive=request.receive):
-        data, weight = await to_thread.run_sync(read_and_weigh, upload, settings.max_pixels)
+        upload, weight = await to_thread.run_sync(read_and_weigh, image_upload, settings.max_pixels)
         async with budget.hold(weight):
-            yield await to_thread.run_sync(
-                run_pipeline, predictor, data, upload.content_type, settings, policy, max_faces
-            )
+            batch = await to_thread.run_sync(run_photos, pipeline, [upload], policy, max_faces)
+            yield batch.single()
 
 
 @router.post(
@@ -207,16 +111,15 @@ async def _processed(
 )
 async def landmarks(
     request: Request,
-    predictor: PredictorDep,
+    pipeline: PipelineDep,
     settings: SettingsDep,
     budget: PixelBudgetDep,
-    upsample: Upsample = None,
+    upsample: UpsampleQuery = None,
     max_faces: MaxFaces = None,
 ) -> Response:
-    processed = _processed(request, predictor, settings, budget, upsample, max_faces)
-    async with processed as (image, faces, used_upsample):
-        body = photo_result(image, [face.to_dict() for face in faces], used_upsample)
-    return json_response({**body, "model": model_ref(predictor)})
+    async with _processed(request, pipeline, settings, budget, upsample, max_faces) as photo:
+        body = photo.to_dict()
+    return json_response({**body, "model": pipeline.model_ref()})
 
 
 @router.post(
@@ -235,10 +138,10 @@ async def landmarks(
 )
 async def render(
     request: Request,
-    predictor: PredictorDep,
+    pipeline: PipelineDep,
     settings: SettingsDep,
     budget: PixelBudgetDep,
-    upsample: Upsample = None,
+    upsample: UpsampleQuery = None,
     max_faces: MaxFaces = None,
     format: Annotated[Literal["png", "jpeg"] | None, Query(description="Default: jpeg.")] = None,
     pose: Annotated[
@@ -250,31 +153,13 @@ async def render(
     ] = True,
 ) -> Response:
     fmt = format or settings.render_format
-    processed = _processed(request, predictor, settings, budget, upsample, max_faces)
-    async with processed as (image, faces, used_upsample):
-        encoded = await to_thread.run_sync(lambda: encode_image(draw_faces(image, faces, pose), fmt))
+    async with _processed(request, pipeline, settings, budget, upsample, max_faces) as photo:
+        encoded = await to_thread.run_sync(photo.rendered, fmt, pose)
     return Response(
         encoded,
         media_type=f"image/{fmt}",
-        headers={"X-Faces": str(len(faces)), "X-Detection-Upsample": str(used_upsample)},
+        headers={"X-Faces": str(len(photo.faces)), "X-Detection-Upsample": str(photo.level)},
     )
-
-
-def aligned_faces(
-    image: np.ndarray, faces: list[Face], size: int, template: Template, border: Border
-) -> list[dict[str, Any]]:
-    """Each face's JSON with its chip (base64 PNG) and the image -> chip transform."""
-    out = []
-    for face in faces:
-        aligned = align_face(image, face.landmarks, size, template, border)
-        out.append(
-            {
-                **face.to_dict(),
-                "transform": np.round(aligned.transform, 6).tolist(),
-                "chip": base64.b64encode(encode_image(aligned.chip, "png")).decode("ascii"),
-            }
-        )
-    return out
 
 
 @router.post(
@@ -286,10 +171,10 @@ def aligned_faces(
 )
 async def align(
     request: Request,
-    predictor: PredictorDep,
+    pipeline: PipelineDep,
     settings: SettingsDep,
     budget: PixelBudgetDep,
-    upsample: Upsample = None,
+    upsample: UpsampleQuery = None,
     max_faces: MaxFaces = None,
     size: Annotated[
         int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="Side of the square chips in pixels.")
@@ -309,9 +194,8 @@ async def align(
         ),
     ] = "black",
 ) -> Response:
-    processed = _processed(request, predictor, settings, budget, upsample, max_faces)
-    async with processed as (image, faces, used_upsample):
-        chips = await to_thread.run_sync(aligned_faces, image, faces, size, template, border)
-        body = photo_result(image, chips, used_upsample)
-    extra = {"size": size, "template": template, "border": border, "model": model_ref(predictor)}
+    async with _processed(request, pipeline, settings, budget, upsample, max_faces) as photo:
+        chips = await to_thread.run_sync(photo.aligned_faces, size, template, border)
+        body = photo.to_dict(faces=chips)
+    extra = {"size": size, "template": template, "border": border, "model": pipeline.model_ref()}
     return json_response({**body, **extra})

@@ -27,10 +27,10 @@ from starlette.websockets import WebSocketState
 
 from app.api import metrics
 from app.api.admission import AdmissionQueue, AdmissionRefused
-from app.api.auth import ApiKeys
-from app.api.routes.landmarks import decode_upload
+from app.api.state import service_state
 from app.config import Settings, UpsamplePolicy, build_tracker_options
-from app.inference import InferenceError, LandmarkPredictor
+from app.inference import InferenceError
+from app.inference.pipeline import PhotoPipeline, Upload
 from app.inference.tracking import FaceTracker
 
 logger = logging.getLogger("app.stream")
@@ -83,13 +83,13 @@ class StreamSession:
     def __init__(
         self,
         websocket: WebSocket,
-        predictor: LandmarkPredictor,
+        pipeline: PhotoPipeline,
         settings: Settings,
         admission: AdmissionQueue,
         tracker: FaceTracker,
         policy: UpsamplePolicy,
     ) -> None:
-        self.websocket, self.predictor, self.settings = websocket, predictor, settings
+        self.websocket, self.pipeline, self.settings = websocket, pipeline, settings
         self.admission, self.tracker, self.policy = admission, tracker, policy
         self.waiting: _Frame | None = None
         self.ready = asyncio.Event()
@@ -162,7 +162,7 @@ class StreamSession:
         assert self.started is not None
         seconds = round(frame.arrived - self.started, 4)
         try:
-            image, _ = decode_upload(frame.data, None, self.predictor.detector, self.settings, self.policy)
+            image, _ = self.pipeline.decode(Upload(frame.data), self.policy)
         except InferenceError as exc:
             return {
                 "frame": frame.index,
@@ -181,22 +181,27 @@ async def stream(
     smoothing: Annotated[bool, Query()] = True,
     upsample: Annotated[UpsamplePolicy | None, Query()] = None,
 ) -> None:
-    state = websocket.app.state
-    settings: Settings = state.settings
-    keys: ApiKeys = state.api_keys
+    state = service_state(websocket.app)
+    settings = state.settings
+    keys = state.api_keys
     await websocket.accept(subprotocol=chosen_subprotocol(websocket))
     if keys and not any(keys.accepts(key) for key in presented_keys(websocket, api_key)):
         await websocket.close(
             CLOSE_POLICY_VIOLATION, "a valid API key is required (api_key or api-key.<KEY>)"
         )
         return
-    predictor: LandmarkPredictor | None = getattr(state, "predictor", None)
-    if predictor is None or not state.ready:
+    pipeline = state.pipeline
+    if pipeline is None or not state.ready:
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "the model is still loading: reconnect")
         return
     options = build_tracker_options(settings, smoothing=smoothing, upsample=upsample)
     session = StreamSession(
-        websocket, predictor, settings, state.admission, FaceTracker(predictor, options), options.upsample
+        websocket,
+        pipeline,
+        settings,
+        state.admission,
+        FaceTracker(pipeline.predictor, options),
+        options.upsample,
     )
     metrics.STREAMS.labels(source="stream").inc()
     receiver = asyncio.create_task(session.receive())

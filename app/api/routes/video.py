@@ -26,7 +26,7 @@ from app.api import metrics
 from app.api.admission import AdmissionRefused
 from app.api.deps import PredictorDep, SettingsDep, get_admission
 from app.api.errors import ApiError
-from app.api.routes.landmarks import ERRORS, Upsample
+from app.api.routes.landmarks import ERRORS, UpsampleQuery
 from app.config import Settings, build_tracker_options
 from app.inference import InferenceError, LandmarkPredictor, TooManyPixelsError
 from app.inference.video import VideoLimits, VideoReader, video_lines
@@ -162,7 +162,7 @@ async def video(
     request: Request,
     predictor: PredictorDep,
     settings: SettingsDep,
-    upsample: Upsample = None,
+    upsample: UpsampleQuery = None,
     stride: Annotated[int, Query(ge=1, le=10_000, description="Process every Nth frame.")] = 1,
     max_frames: Annotated[
         int | None, Query(ge=1, description="Process at most this many frames (after the stride).")
