@@ -1,22 +1,29 @@
 """``face-landmarks-train COMMAND`` (or ``python -m training COMMAND``): prepare, train, evaluate, pose,
-calibrate, onet-init, subset, curve, ship, export.
+calibrate, onet-init, subset, curve, ship, export, mean-face.
 
-Options are generated from the dataclasses of ``training.config``; this module has no logic of its own.
+``COMMANDS`` is the whole command line: each command's name, its help, the dataclass of
+``training.config`` its options come from (each option's help beside its field), and the function that
+runs it and returns what it prints. Each function imports its module when called, so that ``--help``
+and the quick commands do not load Lightning.
 """
 
 import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from training.config import (
     CalibrateConfig,
     CurveConfig,
     EvaluateConfig,
     ExportConfig,
+    MeanFaceConfig,
     OnetInitConfig,
     PoseEvaluateConfig,
-    PrepareConfig,
+    PrepareFoldersConfig,
     ShipConfig,
     SubsetConfig,
     TrainConfig,
@@ -24,88 +31,141 @@ from training.config import (
     from_arguments,
 )
 
-# (command, help, the dataclass its options come from), in the order --help lists them.
+
+def prepare(config: PrepareFoldersConfig) -> str:
+    from training.cache import prepare_folder, prepare_summary
+
+    return "\n".join(prepare_summary(prepare_folder(f, config.prepare)) for f in config.folders)
+
+
+def train(config: TrainConfig) -> None:
+    from training.train import run_training
+
+    run_training(config)
+
+
+def evaluate(config: EvaluateConfig) -> str:
+    from training.evaluate import markdown_table, run_evaluation
+
+    return markdown_table(run_evaluation(config))
+
+
+def pose(config: PoseEvaluateConfig) -> str:
+    from training.pose_eval import markdown_table, run_pose_evaluation
+
+    return markdown_table(run_pose_evaluation(config))
+
+
+def calibrate(config: CalibrateConfig) -> str:
+    from training.calibrate import run_calibration
+
+    return json.dumps(run_calibration(config), indent=2)
+
+
+def onet_init(config: OnetInitConfig) -> str:
+    from training.onet_init import run_onet_init
+
+    return json.dumps({"init": str(run_onet_init(config))})
+
+
+def subset(config: SubsetConfig) -> str:
+    from training.split import subset_folder
+
+    c = config
+    return json.dumps(subset_folder(c.folder, c.fraction, c.out, c.seed, c.val_fraction, c.split_salt))
+
+
+def curve(config: CurveConfig) -> str:
+    from training.curve import learning_curve
+
+    c = config
+    return json.dumps(learning_curve(c.evaluations, c.dataset, c.metric, c.method, c.target, c.out), indent=2)
+
+
+def ship(config: ShipConfig) -> str:
+    from training.ship import ship as release
+
+    return json.dumps({"shipped": str(release(config))})
+
+
+def export(config: ExportConfig) -> str:
+    from app.inference.export import export_checkpoint
+
+    return json.dumps({"exported": str(export_checkpoint(config.checkpoint))})
+
+
+def mean_face(config: MeanFaceConfig) -> str:
+    from training.mean_face import derive_mean_face, python_table
+
+    return python_table(
+        derive_mean_face(config.folder, config.part, (config.val_fraction, config.split_salt))
+    )
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    config: type
+    run: Callable[[Any], str | None]  # the config -> what the command prints (None: nothing)
+
+
+# In the order --help lists them.
 COMMANDS = (
-    ("prepare", "detect the labelled faces of folders and cache their patches", PrepareConfig),
-    ("train", "train the ONet on prepared folders (prepares them if needed)", TrainConfig),
-    ("evaluate", "evaluate a checkpoint through LandmarkPredictor, vs dlib", EvaluateConfig),
-    ("pose", "head-pose accuracy (|yaw| error) on AFLW2000-3D, vs dlib", PoseEvaluateConfig),
-    ("calibrate", "fit the error estimate's calibration on the training split's faces", CalibrateConfig),
-    ("onet-init", "a refinement stage starting from MTCNN's trained ONet", OnetInitConfig),
-    (
+    Command(
+        "prepare",
+        "detect the labelled faces of folders and cache their patches",
+        PrepareFoldersConfig,
+        prepare,
+    ),
+    Command("train", "train the ONet on prepared folders (prepares them if needed)", TrainConfig, train),
+    Command("evaluate", "evaluate a checkpoint through LandmarkPredictor, vs dlib", EvaluateConfig, evaluate),
+    Command("pose", "head-pose accuracy (|yaw| error) on AFLW2000-3D, vs dlib", PoseEvaluateConfig, pose),
+    Command(
+        "calibrate",
+        "fit the error estimate's calibration on the training split's faces",
+        CalibrateConfig,
+        calibrate,
+    ),
+    Command("onet-init", "a refinement stage starting from MTCNN's trained ONet", OnetInitConfig, onet_init),
+    Command(
         "subset",
         "a folder of symlinks: the validation split and a fraction of the training images",
         SubsetConfig,
+        subset,
     ),
-    ("curve", "learning curve: error against training faces, power-law fit", CurveConfig),
-    ("ship", "copy a run's best checkpoint to models/ with release metadata", ShipConfig),
-    ("export", "export a checkpoint's networks to ONNX beside it (served without torch)", ExportConfig),
+    Command("curve", "learning curve: error against training faces, power-law fit", CurveConfig, curve),
+    Command("ship", "copy a run's best checkpoint to models/ with release metadata", ShipConfig, ship),
+    Command(
+        "export",
+        "export a checkpoint's networks to ONNX beside it (served without torch)",
+        ExportConfig,
+        export,
+    ),
+    Command(
+        "mean-face",
+        "the 3D mean face of app/inference/pose.py, from many posed faces' labels",
+        MeanFaceConfig,
+        mean_face,
+    ),
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="face-landmarks-train", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text, config in COMMANDS:
-        command = commands.add_parser(name, help=help_text)
-        if name == "prepare":
-            command.add_argument("folders", nargs="+", help="folders of images with .pts files beside them")
-        add_arguments(command, config)
+    for command in COMMANDS:
+        add_arguments(commands.add_parser(command.name, help=command.help), command.config)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "prepare":
-        from training.cache import prepare_folder, prepare_summary
-
-        config = from_arguments(PrepareConfig, args)
-        for folder in args.folders:
-            print(prepare_summary(prepare_folder(folder, config)))
-    elif args.command == "train":
-        from training.train import run_training
-
-        run_training(from_arguments(TrainConfig, args))
-    elif args.command == "evaluate":
-        from training.evaluate import markdown_table, run_evaluation
-
-        print(markdown_table(run_evaluation(from_arguments(EvaluateConfig, args))))
-    elif args.command == "pose":
-        from training.pose_eval import markdown_table as pose_table
-        from training.pose_eval import run_pose_evaluation
-
-        print(pose_table(run_pose_evaluation(from_arguments(PoseEvaluateConfig, args))))
-    elif args.command == "calibrate":
-        from training.calibrate import run_calibration
-
-        print(json.dumps(run_calibration(from_arguments(CalibrateConfig, args)), indent=2))
-    elif args.command == "onet-init":
-        from training.onet_init import run_onet_init
-
-        print(json.dumps({"init": str(run_onet_init(from_arguments(OnetInitConfig, args)))}))
-    elif args.command == "subset":
-        from training.split import subset_folder
-
-        c = from_arguments(SubsetConfig, args)
-        print(json.dumps(subset_folder(c.folder, c.fraction, c.out, c.seed, c.val_fraction, c.split_salt)))
-    elif args.command == "curve":
-        from training.curve import learning_curve
-
-        c = from_arguments(CurveConfig, args)
-        print(
-            json.dumps(
-                learning_curve(c.evaluations, c.dataset, c.metric, c.method, c.target, c.out), indent=2
-            )
-        )
-    elif args.command == "ship":
-        from training.ship import ship
-
-        print(json.dumps({"shipped": str(ship(from_arguments(ShipConfig, args)))}))
-    elif args.command == "export":
-        from app.inference.export import export_checkpoint
-
-        print(json.dumps({"exported": str(export_checkpoint(from_arguments(ExportConfig, args).checkpoint))}))
+    command = next(c for c in COMMANDS if c.name == args.command)
+    output = command.run(from_arguments(command.config, args))
+    if output is not None:
+        print(output)
     return 0
 
 

@@ -6,11 +6,10 @@ matrix of rank 3 (an affine camera times one 3D shape), whose best rank-3 factor
 up to an affine map; the metric constraints (each face's camera rows orthogonal and of equal length)
 turn it into a Euclidean shape. The result is then put into the head's own axes and made mirror
 symmetric. Run on the training split of AFLW2000-3D (its labels follow the 3D jaw convention, so the
-jaw is a rigid part of the shape), ``python -m training.mean_face FOLDER`` prints the table that
+jaw is a rigid part of the shape), ``face-landmarks-train mean-face FOLDER`` prints the table that
 ``app/inference/pose.py`` holds.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -85,15 +84,12 @@ def derive_mean_face(
     return to_head_axes(factorise(np.stack(shapes)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.mean_face", description=__doc__)
-    parser.add_argument("folder", help="folder of images with 68-point .pts files, many poses")
-    args = parser.parse_args(argv)
-    face = derive_mean_face(args.folder)
-    for i, (x, y, z) in enumerate(face):
-        print(f"    [{x: .4f}, {y: .4f}, {z: .4f}],  # {i}")
-    return 0
+def python_table(face: np.ndarray) -> str:
+    """``face`` as the rows of the table in ``app/inference/pose.py``."""
+    return "\n".join(f"    [{x: .4f}, {y: .4f}, {z: .4f}],  # {i}" for i, (x, y, z) in enumerate(face))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the command's older spelling: python -m training.mean_face FOLDER
+    from training.cli import main
+
+    sys.exit(main(["mean-face", *sys.argv[1:]]))

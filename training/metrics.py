@@ -13,7 +13,8 @@ from app.inference import Box
 from app.inference.landmarks import LEFT_EYE_OUTER, RIGHT_EYE_OUTER
 
 THRESHOLD = 0.08
-# The 51 inner points (brows, nose, eyes, mouth), which the 300-W and AFLW2000-3D conventions share.
+# The 51 inner points (brows, nose, eyes, mouth), which the 300-W and AFLW2000-3D conventions place
+# alike: the inner NME, and what the served head also learns from other conventions' faces (share_inner).
 INNER = slice(17, 68)
 
 

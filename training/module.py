@@ -1,7 +1,7 @@
 """The LightningModule: a thin wrapper around the plain ``nn.Module`` built outside.
 
-It owns the loss, the optimiser and its schedule, the input standardisation (the same arithmetic as
-``LandmarkPredictor.normalise``) and the metrics, logged as ``split/metric``.
+It owns the loss, the optimiser and its schedule and the metrics, logged as ``split/metric``; its input
+is standardised by the inference layer's own code (``standardise_crops``), as the served stage's is.
 """
 
 import math
@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.inference.runtime import standardise
 from training.config import TrainConfig
+from training.metrics import INNER
 
 
 def l2_loss(pred: torch.Tensor, target: torch.Tensor, reduce: bool = True) -> torch.Tensor:
@@ -43,10 +45,15 @@ def smooth_l1_loss(
     return loss.mean() if reduce else loss
 
 
-# Inner points (brows, nose, eyes, mouth): placed alike by the 300-W and AFLW2000-3D conventions.
-INNER = slice(17, 68)
 # Added to the NME before its log is taken by the error head's target (keeps the log finite).
 ERROR_FLOOR = 2e-3
+
+
+def standardise_crops(crops: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    """(N, S, S, C) uint8 crops -> (N, C, S, S) float32 network input: the predictor's standardisation
+    (``StageRunner.normalise`` runs ``app.inference.runtime.standardise``), so that a stage is trained on
+    the very numbers it is served."""
+    return torch.from_numpy(standardise(crops, mean, std))
 
 
 def nme_box(pred: torch.Tensor, target: torch.Tensor, frame_size: torch.Tensor) -> torch.Tensor:
@@ -77,15 +84,17 @@ class LandmarkModule(L.LightningModule):
         super().__init__()
         self.network = network
         self.config = config
-        mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32))
-        std_t = torch.as_tensor(np.asarray(std, dtype=np.float32))
-        self.register_buffer("input_scale", (1.0 / (255.0 * std_t)).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("input_shift", (mean_t / std_t).view(1, -1, 1, 1), persistent=False)
+        self.mean, self.std = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+
+    def standardise(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) uint8 crops (the loaders' layout) -> the network's float input, on their device."""
+        crops = images.permute(0, 2, 3, 1).cpu().numpy()
+        return standardise_crops(crops, self.mean, self.std).to(images.device)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(N, C, S, S) uint8 crops -> ((N, heads, 68, 2) normalised frame coordinates, (N,) log
         expected NME or None)."""
-        return self.network.outputs(images.float() * self.input_scale - self.input_shift)
+        return self.network.outputs(self.standardise(images))
 
     def point_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-point loss (..., 68) of normalised coordinates."""

@@ -208,39 +208,29 @@ class RunResult:
     fit_seconds: float
 
 
-def _folder_record(cache: FaceCache, folder: str, train: int, val: int) -> dict[str, Any]:
-    r = cache.report
-    return {
-        "folder": folder,
-        "images_labelled_68": r["images_labelled_68"],
-        "faces_detected": r["faces"],
-        "faces_train": train,
-        "faces_validation": val,
-        "undetected": r["undetected"],
-        "skipped_not_68_points": r["skipped_not_68_points"],
-        "licence": r["licence"],
-    }
+@dataclass
+class TrainingFaces:
+    """The prepared folders and their faces, split: what a run trains and validates on."""
+
+    folders: list[str]  # the --data folders, as given
+    caches: list[FaceCache]  # one per folder
+    folder_heads: dict[str, int]  # cache folder -> index of the landmark head its faces supervise
+    train: list[tuple[FaceCache, int]]
+    val: list[tuple[FaceCache, int]]
+
+    def dataset(
+        self, items: list[tuple[FaceCache, int]], config: TrainConfig, augment: bool
+    ) -> FaceCropDataset:
+        return FaceCropDataset(
+            items, config.input_size, config.augment if augment else None, config.stage, self.folder_heads
+        )
+
+    def count(self, items: list[tuple[FaceCache, int]], cache: FaceCache) -> int:
+        return sum(1 for c, _ in items if c is cache)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    if rank_zero_only.rank == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2))
-
-
-def run_training(config: TrainConfig) -> RunResult:
-    if not config.data:
-        raise ValueError("no training folders given (--data FOLDER ...)")
-    started = time.perf_counter()
-    load_before = os.getloadavg()
-    run_dir = Path(config.runs) / config.name
-    rank_zero_only(print)(f"training config:\n{config.describe()}")
-    L.seed_everything(config.seed, workers=True)
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-
-    heads = head_names(config)
-    earlier = earlier_stages(config)
+def load_faces(config: TrainConfig, heads: list[str]) -> TrainingFaces:
+    """Prepare (or load the caches of) the --data folders and split their faces by the stem-hash rule."""
     caches = [prepare_folder(folder, config.prepare) for folder in config.data]
     # Each folder's faces are supervised through the head of its label convention.
     folder_heads = {
@@ -248,33 +238,55 @@ def run_training(config: TrainConfig) -> RunResult:
     }
     for cache in caches:
         rank_zero_only(print)(prepare_summary(cache))
-    train_items, val_items = split_items(caches, config.val_fraction, config.split_salt)
-    if not train_items:
+    train, val = split_items(caches, config.val_fraction, config.split_salt)
+    if not train:
         raise ValueError("no training faces: every image fell in the validation split or none was detected")
-    rank_zero_only(print)(f"faces: {len(train_items)} training, {len(val_items)} validation")
+    rank_zero_only(print)(f"faces: {len(train)} training, {len(val)} validation")
+    return TrainingFaces(list(config.data), caches, folder_heads, train, val)
 
-    plain_train = FaceCropDataset(train_items, config.input_size, None, config.stage, folder_heads)
+
+def starting_network(
+    config: TrainConfig, faces: TrainingFaces
+) -> tuple[nn.Module, np.ndarray, np.ndarray, Stage | None]:
+    """(network, crop mean, crop std, the --init stage or None): a fresh network whose landmark layer
+    starts at the training faces' mean shape, standardised with their crops' statistics; with --init,
+    that checkpoint's weights and statistics instead."""
+    plain_train = faces.dataset(faces.train, config, augment=False)
     mean, std = crop_statistics(plain_train)
     mean_shape = np.mean([plain_train.sample(i, None)[1] for i in range(len(plain_train))], axis=0)
     network = build_network(config, mean_shape)
     initial = warm_start(config, network, onet_config(config))
     if initial is not None:
         mean, std = initial.mean, initial.std
+    return network, mean, std, initial
 
-    trained_on = []
-    for folder, cache in zip(config.data, caches, strict=True):
-        n_train = sum(1 for c, _ in train_items if c is cache)
-        record = _folder_record(cache, folder, n_train, sum(1 for c, _ in val_items if c is cache))
-        trained_on.append({**record, "head": heads[folder_heads[cache.folder]]})
-    split = {
+
+def split_record(config: TrainConfig, faces: TrainingFaces) -> dict[str, Any]:
+    """The split as ``split.json`` records it: the rule, its settings and every validation stem."""
+    return {
         "rule": SPLIT_RULE,
         "val_fraction": config.val_fraction,
         "salt": config.split_salt,
         "validation_stems": {
-            f: [c.stems[i] for c2, i in val_items if c2 is c]
-            for f, c in zip(config.data, caches, strict=True)
+            f: [c.stems[i] for c2, i in faces.val if c2 is c]
+            for f, c in zip(faces.folders, faces.caches, strict=True)
         },
     }
+
+
+def checkpoint_metadata(
+    config: TrainConfig,
+    faces: TrainingFaces,
+    heads: list[str],
+    earlier: LoadedModel | None,
+    initial: Stage | None,
+) -> dict[str, Any]:
+    """What every checkpoint of the run says about it: data, split, configuration, heads, input."""
+    trained_on = []
+    for folder, cache in zip(faces.folders, faces.caches, strict=True):
+        record = _folder_record(cache, folder, faces.count(faces.train, cache), faces.count(faces.val, cache))
+        trained_on.append({**record, "head": heads[faces.folder_heads[cache.folder]]})
+    split = split_record(config, faces)
     metadata: dict[str, Any] = {
         "name": config.name,
         "version": config.version,
@@ -296,31 +308,36 @@ def run_training(config: TrainConfig) -> RunResult:
         metadata["first_stage"] = first_stage_record(config.first_stage, earlier, len(earlier.stages))
     if initial is not None:
         metadata["init"] = config.init
-    _write_json(run_dir / "config.json", config.to_dict())
-    _write_json(run_dir / "split.json", split)
-    _write_json(run_dir / "prepare.json", [c.report for c in caches])
+    return metadata
 
+
+def data_loaders(config: TrainConfig, faces: TrainingFaces) -> tuple[DataLoader, DataLoader]:
+    """(training loader: augmented, shuffled with the run's seed; validation loader: plain crops)."""
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(
-        FaceCropDataset(train_items, config.input_size, config.augment, config.stage, folder_heads),
+        faces.dataset(faces.train, config, augment=True),
         batch_size=config.batch_size,
         shuffle=True,
-        drop_last=len(train_items) > config.batch_size,
+        drop_last=len(faces.train) > config.batch_size,
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
         generator=generator,
     )
     val_loader = DataLoader(
-        FaceCropDataset(val_items, config.input_size, None, config.stage, folder_heads),
+        faces.dataset(faces.val, config, augment=False),
         batch_size=max(config.batch_size, 128),
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
     )
-    export = ExportCheckpoints(run_dir, onet_config(config), mean, std, metadata, bool(val_items), earlier)
-    callbacks: list[L.Callback] = [export, LearningRateMonitor(logging_interval="epoch"), EpochLine()]
+    return train_loader, val_loader
+
+
+def make_trainer(
+    config: TrainConfig, run_dir: Path, callbacks: list[L.Callback], validate: bool
+) -> L.Trainer:
     if config.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=5))
-    trainer = L.Trainer(
+        callbacks = [*callbacks, TQDMProgressBar(refresh_rate=5)]
+    return L.Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
         devices=parse_devices(config.devices),
@@ -333,22 +350,70 @@ def run_training(config: TrainConfig) -> RunResult:
         enable_progress_bar=config.progress_bar,
         enable_model_summary=True,
         num_sanity_val_steps=0,
-        limit_val_batches=1.0 if val_items else 0,
+        limit_val_batches=1.0 if validate else 0,
         log_every_n_steps=config.log_every_n_steps,
         deterministic="warn",
     )
-    module = LandmarkModule(network, config, mean, std)
+
+
+def _folder_record(cache: FaceCache, folder: str, train: int, val: int) -> dict[str, Any]:
+    r = cache.report
+    return {
+        "folder": folder,
+        "images_labelled_68": r["images_labelled_68"],
+        "faces_detected": r["faces"],
+        "faces_train": train,
+        "faces_validation": val,
+        "undetected": r["undetected"],
+        "skipped_not_68_points": r["skipped_not_68_points"],
+        "licence": r["licence"],
+    }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    if rank_zero_only.rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2))
+
+
+def run_training(config: TrainConfig) -> RunResult:
+    """Options checked -> faces prepared and split -> starting network and statistics -> run files ->
+    fit (checkpoints written by ``ExportCheckpoints``) -> report."""
+    if not config.data:
+        raise ValueError("no training folders given (--data FOLDER ...)")
+    started, load_before = time.perf_counter(), os.getloadavg()
+    run_dir = Path(config.runs) / config.name
+    rank_zero_only(print)(f"training config:\n{config.describe()}")
+    L.seed_everything(config.seed, workers=True)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    heads = head_names(config)
+    earlier = earlier_stages(config)
+
+    faces = load_faces(config, heads)
+    network, mean, std, initial = starting_network(config, faces)
+    metadata = checkpoint_metadata(config, faces, heads, earlier, initial)
+    _write_json(run_dir / "config.json", config.to_dict())
+    _write_json(run_dir / "split.json", split_record(config, faces))
+    _write_json(run_dir / "prepare.json", [c.report for c in faces.caches])
+
+    train_loader, val_loader = data_loaders(config, faces)
+    export = ExportCheckpoints(run_dir, onet_config(config), mean, std, metadata, bool(faces.val), earlier)
+    trainer = make_trainer(
+        config, run_dir, [export, LearningRateMonitor(logging_interval="epoch"), EpochLine()], bool(faces.val)
+    )
     fit_started = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader if val_items else None)
+    trainer.fit(LandmarkModule(network, config, mean, std), train_loader, val_loader if faces.val else None)
     fit_seconds = time.perf_counter() - fit_started
+
     report = {
         "fit_seconds": round(fit_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
         "best_epoch": export.best_epoch,
         "best_val_nme_box_crops": export.best_nme,
         "epochs": config.epochs,
-        "faces_train": len(train_items),
-        "faces_validation": len(val_items),
+        "faces_train": len(faces.train),
+        "faces_validation": len(faces.val),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_before": load_before,

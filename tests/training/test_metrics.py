@@ -135,3 +135,20 @@ def test_supervision_trains_each_face_through_its_head_and_the_served_head_on_in
     assert mask[1, 0, :17].sum() == 0 and mask[1, 0, 17:].sum() == 51  # and its inner points via head 0
     alone = LandmarkModule(torch.nn.Identity(), TrainConfig(share_inner=False), np.zeros(3), np.ones(3))
     assert alone.supervision(torch.tensor([1]), 2, 68)[0, 0].sum() == 0
+
+
+def test_the_module_standardises_its_crops_as_the_served_stage_does() -> None:
+    from training.config import TrainConfig
+    from training.module import LandmarkModule
+
+    mean, std = np.array([0.5, 0.4, 0.3], np.float32), np.array([0.25, 0.2, 0.3], np.float32)
+    module = LandmarkModule(torch.nn.Identity(), TrainConfig(), mean, std)
+    images = torch.randint(
+        0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    expected = (
+        images.double() / 255.0 - torch.from_numpy(mean).double().view(1, 3, 1, 1)
+    ) / torch.from_numpy(std).double().view(1, 3, 1, 1)
+    got = module.standardise(images)
+    assert got.dtype == torch.float32 and got.shape == images.shape
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=1e-5)
