@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from app.web.headers import DOCS_CSP, PAGE_CSP
+from app.web.headers import DOCS_CSP, PAGE_CSP, page_csp
 
 
 def directives(policy: str) -> dict[str, list[str]]:
@@ -20,7 +20,9 @@ def test_the_page_has_a_strict_content_security_policy(client):
     assert policy["default-src"] == ["'none'"]
     assert policy["script-src"] == ["'self'"]
     assert policy["style-src"] == ["'self'"]
-    assert policy["connect-src"] == ["'self'"]
+    # Its own origin, and its own WebSocket URL (the camera) by name for browsers before CSP Level 3.
+    assert policy["connect-src"] == ["'self'", "ws://testserver", "wss://testserver"]
+    assert policy["media-src"] == ["'self'", "blob:"]  # the chosen video plays from a blob: URL
     assert policy["frame-ancestors"] == ["'none'"]
     assert not any("unsafe" in source or "*" in source for sources in policy.values() for source in sources)
     assert response.headers["x-content-type-options"] == "nosniff"
@@ -65,6 +67,13 @@ def test_the_documentation_pages_load_only_local_assets(client, path):
     assert urls and all(url.startswith("/") and not url.startswith("//") for url in urls)
     for url in urls:
         assert client.get(url).status_code == 200, url
+
+
+@pytest.mark.parametrize("host", ["evil.example; script-src *", "a b", "x/y", ""])
+def test_a_host_header_that_is_no_plain_host_never_reaches_the_policy(client, host):
+    response = client.get("/", headers={"host": host})
+    assert response.headers["content-security-policy"] == PAGE_CSP == page_csp(host)
+    assert directives(PAGE_CSP)["connect-src"] == ["'self'"]
 
 
 def test_other_paths_get_no_page_policy(client):
