@@ -183,11 +183,14 @@ def test_camera_mode_draws_the_points_of_a_real_face_live_with_few_frames_in_fli
     assert_clean(camera_tab)
 
 
-def test_stop_ends_the_camera_and_the_stream(camera_tab: BrowserTab):
+def test_stop_ends_the_camera_and_the_stream_of_raw_points(camera_tab: BrowserTab):
     page = camera_tab.page
     log = SocketLog(page)
-    start_camera(page)
+    page.goto("/")
+    page.get_by_label("Smoothing").uncheck()
+    page.get_by_role("button", name="Start camera").click()
     expect(page.locator("#camera-stage")).to_have_attribute("data-faces", "1")
+    assert log.sockets[0].url.endswith("/landmarks/stream?smoothing=false")  # the raw points, as asked
     page.evaluate("() => { window.cameraStream = document.getElementById('camera-video').srcObject; }")
 
     page.get_by_role("button", name="Stop camera").click()
@@ -226,6 +229,27 @@ def test_the_camera_sends_the_api_key_and_a_wrong_key_shows_why_the_stream_close
     expect(page.locator("#camera-stage")).to_have_attribute("data-faces", "1")
     expect(page.locator("#message")).to_be_hidden()
     page.get_by_role("button", name="Stop camera").click()
+
+
+def test_a_refused_camera_permission_is_said_plainly(playwright: Playwright, fake_camera: Path, live_server):
+    """A browser with a camera whose user says no (Chromium without the fake permission prompt, in a
+    context that was not granted the camera)."""
+    fake = ["--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={fake_camera}"]
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *fake])
+    try:
+        context, tab = open_tab(browser, live_server)
+        log = SocketLog(tab.page)
+        start_camera(tab.page)
+        expect(tab.page.locator('#message[data-kind="error"]')).to_have_text(
+            "The camera was not allowed. Allow this page to use the camera (the icon in the address bar) "
+            "and try again."
+        )
+        expect(tab.page.locator("#camera-result")).to_have_attribute("data-state", "error")
+        expect(tab.page.get_by_role("button", name="Start camera")).to_be_enabled()
+        assert log.sockets == []  # no stream without a camera
+        context.close()
+    finally:
+        browser.close()
 
 
 DROP = """([name, type, data]) => {
