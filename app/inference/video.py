@@ -91,7 +91,8 @@ class VideoReader:
         if not ok or first is None:
             raise InvalidVideoError("the video has no decodable frame")
         self._first: np.ndarray | None = first
-        return VideoInfo(width, height, fps, frames)
+        # The decoded frame's size: a phone video's rotation (OpenCV applies it) swaps the header's.
+        return VideoInfo(first.shape[1], first.shape[0], fps, frames)
 
     def frames(
         self, stride: int = 1, max_frames: int | None = None
@@ -101,6 +102,7 @@ class VideoReader:
         ones too) and ``TooManyPixelsError`` for a frame past the pixel limit."""
         index = 0
         returned = 0
+        previous_time = -1.0
         while max_frames is None or returned < max_frames:
             if index >= self.limits.max_frames:
                 raise TooManyFramesError(
@@ -121,10 +123,20 @@ class VideoReader:
                 if frame.shape[0] * frame.shape[1] > self.limits.max_pixels:
                     # A stream whose frame size changes midway: the header's size was checked.
                     raise TooManyPixelsError("a frame of the video is larger than the pixel limit")
-                yield index, index / self.info.fps, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                seconds = self._time(index, previous_time)
+                previous_time = seconds
+                yield index, seconds, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 returned += 1
             index += 1
         self.complete = False
+
+    def _time(self, index: int, previous: float) -> float:
+        """The frame's presentation time from the container (right for variable frame rates, as phones
+        record), or index / fps where the container gives none that moves forward."""
+        seconds = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        if index == 0 or not math.isfinite(seconds) or seconds <= previous:
+            return index / self.info.fps
+        return seconds
 
     def check_length(self, stride: int = 1, max_frames: int | None = None) -> None:
         """Refuse at once a video whose header announces more frames than the limit lets decode for
