@@ -68,7 +68,7 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
         "spearman_training_calibrated": round(spearman(true_nme, calibration.apply(*inputs)), 4),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    hard_faces = {
+    hard_face_flip = {
         "estimate_above": round(float(np.quantile(inputs[0], config.hard_face_quantile)), 6),
         "quantile": config.hard_face_quantile,
         "fitted_on": list(config.data),
@@ -76,9 +76,9 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
         "faces": len(truth),
     }
     out = Path(config.out or config.checkpoint)
-    metadata = {**model.metadata, "error_calibration": record, "hard_face_flip": hard_faces}
+    metadata = {**model.metadata, "error_calibration": record, "hard_face_flip": hard_face_flip}
     save_checkpoint(out, dataclasses.replace(model, metadata=metadata))
     if manifest_path(out).is_file():  # a released model: its export carries the metadata too
         export_checkpoint(out)
     logger.info("calibration of %s on %d training faces -> %s", config.checkpoint, len(truth), out)
-    return {"checkpoint": str(out), "error_calibration": record, "hard_face_flip": hard_faces}
+    return {"checkpoint": str(out), "error_calibration": record, "hard_face_flip": hard_face_flip}

@@ -34,7 +34,7 @@ class PrepareConfig:
 
     cache: str = option("cache", "folder of the per-dataset caches (git-ignored)")
     upsample: int = option(
-        0, "dlib upsampling of the training boxes (auto serves 0 on photos of 0.5 MP and up)"
+        0, "the detector's upsampling level for the training boxes (the service's auto picks 0 from 0.5 MP)"
     )
     detect_on_gray: bool = option(True, "detect on a grayscale copy, as the service's FaceDetector() does")
     margin: float = option(0.35, "the cached patch extends this fraction of the box size beyond each side")
@@ -155,7 +155,7 @@ class EvaluateConfig:
         "both", "which variants of ours to run"
     )
     baseline: bool = option(True, "also run dlib's 68-point predictor on the same boxes")
-    upsample: int = option(0, "dlib upsampling of the detector (0: the level the networks were trained on)")
+    upsample: int = option(0, "the detector's upsampling level (0: the level the networks were trained on)")
     detect_on_gray: bool = option(True, "as the service's FaceDetector()")
     threshold: float = option(0.08, "CED range / AUC / failure threshold on NME (box)")
     head: str = option(
@@ -172,7 +172,7 @@ class PoseEvaluateConfig:
     labels: str = option("", "|yaw| per image file name (JSON); default: abs_yaw.json beside the folder")
     validation_only: bool = option(True, "only the validation split (the checkpoint's split rule)")
     baseline: bool = option(True, "also the pose from dlib's 68-point predictor on the same boxes")
-    upsample: int = option(0, "dlib upsampling of the detector (0: the level the networks were trained on)")
+    upsample: int = option(0, "the detector's upsampling level (0: the level the networks were trained on)")
     out: str = option("", "also write the summary as JSON here (optional)")
 
 
@@ -184,9 +184,9 @@ class CalibrateConfig:
     data: list[str] = option([], "folders it was trained on (their training split is used)")
     out: str = option("", "where the calibrated checkpoint goes (default: over --checkpoint)")
     hard_face_quantile: float = option(
-        0.9, "flip-average faces whose raw estimate passes this training quantile"
+        0.9, "threshold of the hard-face flip (metadata hard_face_flip): this quantile of the raw estimates"
     )
-    upsample: int = option(0, "dlib upsampling of the detector (0: the level the networks were trained on)")
+    upsample: int = option(0, "the detector's upsampling level (0: the level the networks were trained on)")
     detect_on_gray: bool = option(True, "as the service's FaceDetector()")
 
 
