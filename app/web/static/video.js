@@ -92,7 +92,8 @@ function frameAt(run, time) {
   if (low > 0 && Math.abs(frames[low - 1].time - time) <= Math.abs(best.time - time)) best = frames[low - 1];
   const fps = run.header && run.header.video.fps > 0 ? run.header.video.fps : 30;
   const step = frames.length > 1 ? frames[1].time - frames[0].time : 1 / fps;
-  return Math.abs(best.time - time) <= Math.max(step, 1 / fps) ? best : null;
+  // Half a step past the frame, plus the frame's own duration: the last frame stays drawn to the end.
+  return Math.abs(best.time - time) <= 1.5 * Math.max(step, 1 / fps) ? best : null;
 }
 
 function show(run, frame) {
@@ -121,24 +122,18 @@ function redraw(run) {
   }
 }
 
+const FRAME_CALLBACKS = "requestVideoFrameCallback" in HTMLVideoElement.prototype;
+
+// The overlay follows each frame the video presents; browsers without requestVideoFrameCallback use
+// timeupdate and animation frames while playing (the listeners at the end of this file).
 function followPlayback(run) {
-  const video = ui.video;
-  if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
-    const onFrame = (_now, metadata) => {
-      if (run !== current) return;
-      show(run, frameAt(run, metadata.mediaTime));
-      video.requestVideoFrameCallback(onFrame);
-    };
-    video.requestVideoFrameCallback(onFrame);
-  } else {
-    const onTick = () => {
-      if (run !== current) return;
-      redraw(run);
-      if (!video.paused) requestAnimationFrame(onTick);
-    };
-    video.addEventListener("play", () => requestAnimationFrame(onTick));
-    video.addEventListener("timeupdate", () => redraw(run));
-  }
+  if (!FRAME_CALLBACKS) return;
+  const onFrame = (_now, metadata) => {
+    if (run !== current) return;
+    show(run, frameAt(run, metadata.mediaTime));
+    ui.video.requestVideoFrameCallback(onFrame);
+  };
+  ui.video.requestVideoFrameCallback(onFrame);
 }
 
 function cannotPlayText(run) {
@@ -352,6 +347,15 @@ ui.video.addEventListener("loadedmetadata", () => {
   redraw(current);
 });
 ui.video.addEventListener("seeked", () => current && redraw(current));
+if (!FRAME_CALLBACKS) {
+  const onTick = () => {
+    if (!current || ui.video.paused) return;
+    redraw(current);
+    requestAnimationFrame(onTick);
+  };
+  ui.video.addEventListener("play", () => requestAnimationFrame(onTick));
+  ui.video.addEventListener("timeupdate", () => current && redraw(current));
+}
 // AVI and WMV in Chromium, for instance: the results are still computed, shown and offered.
 ui.video.addEventListener("error", () => {
   if (current && ui.video.getAttribute("src")) cannotPlay(current);
