@@ -5,12 +5,17 @@ import contextlib
 import json
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 import psutil
+
+if TYPE_CHECKING:
+    from tests.conftest import LiveServer
 
 MiB = 1024 * 1024
 
@@ -23,6 +28,41 @@ def rss_bytes(pid: int) -> int:
         with contextlib.suppress(psutil.NoSuchProcess):
             total += child.memory_info().rss
     return total
+
+
+@contextlib.contextmanager
+def started(server: "LiveServer") -> Iterator["LiveServer"]:
+    """A fixture's body for a server process: ready on entry, stopped cleanly (SIGTERM) on exit."""
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        code, output = server.stop()
+        assert code in (0, -15), output[-3000:]
+
+
+class PeakRss:
+    """Samples a process's resident memory every 10 ms while the ``with`` block runs: ``.peak``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = rss_bytes(pid)
+        self._done = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.peak = max(self.peak, rss_bytes(self.pid))
+            time.sleep(0.01)
+
+    def __enter__(self) -> "PeakRss":
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._sampler.join()
 
 
 def assert_json_error(response: httpx.Response, status: int, code: str) -> dict:
