@@ -109,7 +109,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "model": predictor.name,
             "version": predictor.version,
             "flip_test_time": predictor.flip_test_time,
-            "hard_face_flip": predictor.hard_face_threshold,
+            "hard_face_flip": predictor.hard_face_flip,
         },
     )
     state.not_ready_reason = "warming up"

@@ -113,7 +113,7 @@ def stage_times(predictor: LandmarkPredictor, repeats: int) -> list[str]:
             t1 = time.perf_counter()
             detections = predictor.detect(image, policy)
             t2 = time.perf_counter()
-            points = predictor.landmarks_for_boxes(image, [d.box for d in detections])
+            ((points, _),) = predictor.estimate([image], [[d.box for d in detections]])
             t3 = time.perf_counter()
             json.dumps([{"landmarks": np.round(p, 2).tolist()} for p in points])
             t4 = time.perf_counter()
@@ -137,7 +137,7 @@ def per_face(predictor: LandmarkPredictor, repeats: int) -> tuple[list[str], flo
     rects = [dlib.rectangle(b.left, b.top, b.right, b.bottom) for b in boxes]
 
     def ours(n: int) -> None:
-        predictor.landmarks_for_boxes(image, boxes[:n])
+        predictor.estimate([image], [boxes[:n]])
 
     def theirs(n: int) -> None:
         for rect in rects[:n]:
@@ -239,8 +239,8 @@ def throughput(seconds: float) -> tuple[list[str], float, list[str]]:
 def flip_policy(predictor: LandmarkPredictor) -> str:
     if predictor.flip_test_time:
         return "on"
-    if predictor.hard_face_threshold is not None:
-        return f"on faces whose raw error estimate passes {predictor.hard_face_threshold:.4f}"
+    if predictor.hard_face_flip is not None:
+        return f"on faces whose raw error estimate passes {predictor.hard_face_flip:.4f}"
     return "off"
 
 

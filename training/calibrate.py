@@ -48,7 +48,7 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
             match = item.match(predictor.detect(image, config.upsample))
             if match is None:
                 continue
-            points, estimate = predictor.estimate(image, [match.box])
+            ((points, estimate),) = predictor.estimate([image], [[match.box]])
             assert estimate is not None
             raw.append(float(estimate[0]))
             scores.append(match.score)

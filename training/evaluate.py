@@ -155,6 +155,11 @@ def evaluate_folder(
 # --- a checkpoint on several folders ----------------------------------------------------------------
 
 
+def one_image(predictor: LandmarkPredictor) -> LandmarkMethod:
+    """``predictor.estimate`` of one image's boxes, as the evaluation calls its methods."""
+    return lambda image, boxes, scores: predictor.estimate([image], [boxes], [scores])[0]
+
+
 def build_methods(config: EvaluateConfig) -> tuple[LandmarkPredictor, dict[str, LandmarkMethod]]:
     model = load_checkpoint(config.checkpoint)
     if config.head:
@@ -167,7 +172,7 @@ def build_methods(config: EvaluateConfig) -> tuple[LandmarkPredictor, dict[str, 
         "both": [("ours", False), ("ours+flip", True)],
     }[config.flip_test_time]
     methods: dict[str, LandmarkMethod] = {
-        name: LandmarkPredictor(model, detector, flip_test_time=flip).estimate for name, flip in variants
+        name: one_image(LandmarkPredictor(model, detector, flip_test_time=flip)) for name, flip in variants
     }
     if config.baseline:
         methods["dlib"] = DlibShapePredictor()

@@ -70,8 +70,9 @@ class ErrorCalibration:
         return asdict(self)
 
 
-def hard_face_threshold(metadata: dict[str, Any]) -> float | None:
-    """The raw estimate (NME box) above which a face is averaged with its mirror image, or None."""
+def hard_face_flip(metadata: dict[str, Any]) -> float | None:
+    """The checkpoint's ``hard_face_flip`` threshold: the raw estimate (NME box) above which a face is
+    averaged with its mirror image (when ``flip_hard_faces`` is on), or None."""
     data = metadata.get("hard_face_flip")
     if not isinstance(data, dict) or data.get("estimate_above") is None:
         return None

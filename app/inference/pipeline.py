@@ -171,9 +171,7 @@ class PhotoPipeline:
         found: dict[int, Photo] = {}
         if decoded:
             started = time.perf_counter()
-            faces = self.predictor.faces_many(
-                [d[0] for d in decoded.values()], [d[2] for d in decoded.values()]
-            )
+            faces = self.predictor.faces([d[0] for d in decoded.values()], [d[2] for d in decoded.values()])
             seconds.append((REGRESS, time.perf_counter() - started))
             found = {
                 index: Photo(image, level, its_faces)

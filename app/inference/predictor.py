@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from app.inference.calibration import ErrorCalibration, hard_face_threshold
+from app.inference.calibration import ErrorCalibration, hard_face_flip
 from app.inference.checkpoint import LoadedModel, Stage
 from app.inference.detector import Box, Detection, FaceDetector, Upsample
 from app.inference.export import load_model
@@ -168,9 +168,10 @@ class LandmarkPredictor:
         if flip_test_time is None:
             flip_test_time = bool(model.metadata.get("flip_test_time", False))
         self.flip_test_time = flip_test_time
-        # Raw error estimate (NME box) above which a face is averaged with its mirror image; None: never.
-        threshold = hard_face_threshold(model.metadata) if flip_hard_faces else None
-        self.hard_face_threshold = None if flip_test_time else threshold
+        # The checkpoint's hard_face_flip: the raw error estimate (NME box) above which a face is averaged
+        # with its mirror image; None: never (flip_hard_faces off, no threshold, or every face flipped).
+        threshold = hard_face_flip(model.metadata) if flip_hard_faces else None
+        self.hard_face_flip = None if flip_test_time else threshold
         # Flip averaging only where it pays: on the stage whose points are served (earlier stages only
         # place the frames of later ones).
         last = len(model.stages) - 1
@@ -203,115 +204,20 @@ class LandmarkPredictor:
     def version(self) -> str:
         return self.model.version
 
-    def detect(self, image: np.ndarray, upsample: Upsample = 0) -> list[Detection]:
-        return self.detector.detect(image, upsample)
+    # The entry points: detect (one image), faces (detections of one or more images), estimate (boxes
+    # of one or more images, no detector), predict (every face of one image), follow (a stream's faces
+    # from their points in the frame before). Each batch form runs the crops of all images through
+    # each stage's network together; one image is a batch of one.
 
-    def crops(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
-        """(N, S, S, C) uint8 crops of the boxes exactly as they are (the first stage's input)."""
-        return self.stages[0].crops(image, [Frame.from_box(b) for b in boxes])
+    def detect(self, image: np.ndarray, policy: Upsample = 0) -> list[Detection]:
+        """Faces in an RGB image, largest first, at the upsampling level ``policy`` names (``"auto"``:
+        ``self.detector.resolve_upsample`` of the image's size)."""
+        return self.detector.detect(image, policy)
 
-    def estimate_many(
-        self,
-        images: Sequence[np.ndarray],
-        boxes: Sequence[list[Box]],
-        scores: Sequence[Sequence[float]] | None = None,
-    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """For each image and its boxes: ((N, 68, 2) landmarks in original-image pixels, (N,) expected
-        NME (box) or None), through every stage of the cascade. The crops of all images go through each
-        stage's network together. With the detector's ``scores`` of the boxes, the error estimate is
-        the calibrated one the service serves; without them it is the error head's own."""
-        flat = [box for found in boxes for box in found]
-        ends = np.cumsum([len(found) for found in boxes])
-        runs = [
-            (i, int(end) - len(found), int(end))
-            for i, (found, end) in enumerate(zip(boxes, ends, strict=True))
-        ]
-        num_points = self.model.output_config.num_points
-        if not flat:
-            return [(np.zeros((0, num_points, 2)), None) for _ in images]
-        box_sides = np.array([np.sqrt(b.width * b.height) for b in flat])
-        points: np.ndarray | None = None
-        for number, stage in enumerate(self.stages, 1):
-            frames = stage.frames(flat, points)
-            # Boxes come image after image, so each image's frames are one contiguous run.
-            crops = np.concatenate(
-                [stage.crops(images[i], frames[first:last]) for i, first, last in runs if last > first]
-            )
-            normalised, log_error = stage.regress(crops)
-            if number == len(self.stages) and self.hard_face_threshold is not None and log_error is not None:
-                hard = self._raw_estimate(log_error, frames, box_sides) > self.hard_face_threshold
-                normalised, log_error = stage.mirror_average(crops, normalised, log_error, hard)
-            points = frames_to_image(frames, normalised)
-        assert points is not None
-        errors = None
-        if log_error is not None:
-            errors = self._raw_estimate(log_error, frames, box_sides)
-            if self.calibration is not None and scores is not None:
-                flat_scores = np.array([score for found in scores for score in found], dtype=np.float64)
-                if len(flat_scores) != len(flat):
-                    raise ValueError(f"{len(flat_scores)} detector scores for {len(flat)} boxes")
-                errors = self.calibration.apply(errors, flat_scores, box_sides)
-        return [(points[a:b], None if errors is None else errors[a:b]) for _, a, b in runs]
-
-    def follow(
-        self, image: np.ndarray, previous: np.ndarray, boxes: list[Box], scores: Sequence[float]
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Faces followed from their points in an earlier frame of a stream, with no detection: the
-        cascade's landmark-aligned stages run from the frames of ``previous`` ((N, 68, 2) pixels), so a
-        face that moved a little is found again by the stage that refines points. ``boxes`` (where the
-        stream puts each face's detector box now) scale the error estimate and feed a box-cropped stage
-        in a cascade that has no other; ``scores`` calibrate the estimate. Returns ((N, 68, 2) points
-        in original pixels, (N,) expected NME (box) or None)."""
-        if not boxes:
-            return np.zeros((0, self.model.output_config.num_points, 2)), None
-        aligned = [i for i, stage in enumerate(self.stages) if stage.stage.crop != "box"]
-        first = aligned[0] if aligned else len(self.stages) - 1
-        points: np.ndarray | None = np.asarray(previous, dtype=np.float64) if aligned else None
-        box_sides = np.array([np.sqrt(b.width * b.height) for b in boxes])
-        log_error: np.ndarray | None = None
-        for number in range(first, len(self.stages)):
-            stage = self.stages[number]
-            frames = stage.frames(boxes, points)
-            crops = stage.crops(image, frames)
-            normalised, log_error = stage.regress(crops)
-            if (
-                number == len(self.stages) - 1
-                and self.hard_face_threshold is not None
-                and log_error is not None
-            ):
-                hard = self._raw_estimate(log_error, frames, box_sides) > self.hard_face_threshold
-                normalised, log_error = stage.mirror_average(crops, normalised, log_error, hard)
-            points = frames_to_image(frames, normalised)
-        assert points is not None
-        if log_error is None:
-            return points, None
-        errors = self._raw_estimate(log_error, frames, box_sides)
-        if self.calibration is not None:
-            errors = self.calibration.apply(errors, np.asarray(scores, dtype=np.float64), box_sides)
-        return points, errors
-
-    @staticmethod
-    def _raw_estimate(log_error: np.ndarray, frames: list[Frame], box_sides: np.ndarray) -> np.ndarray:
-        """The error head's estimate in NME (box): it predicts the log NME relative to its frame's side,
-        rescaled here to the box's sqrt(W x H)."""
-        sides = np.array([np.sqrt(f.width * f.height) for f in frames])
-        return np.exp(log_error) * sides / box_sides
-
-    def estimate(
-        self, image: np.ndarray, boxes: list[Box], scores: Sequence[float] | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``estimate_many`` for one image."""
-        return self.estimate_many([image], [boxes], None if scores is None else [scores])[0]
-
-    def landmarks_for_boxes(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
-        """(N, 68, 2) landmarks in original-image pixels for the given boxes."""
-        return self.estimate(image, boxes)[0]
-
-    def faces_many(
-        self, images: Sequence[np.ndarray], detections: Sequence[list[Detection]]
-    ) -> list[list[Face]]:
-        """A Face (box, score, landmarks, pose, error estimate) for each detection of each image."""
-        estimates = self.estimate_many(
+    def faces(self, images: Sequence[np.ndarray], detections: Sequence[list[Detection]]) -> list[list[Face]]:
+        """For each image, a Face (box, score, landmarks, pose, error estimate) for each of its
+        detections."""
+        estimates = self.estimate(
             images,
             [[d.box for d in found] for found in detections],
             [[d.score for d in found] for found in detections],
@@ -324,33 +230,89 @@ class LandmarkPredictor:
             for found, (points, errors) in zip(detections, estimates, strict=True)
         ]
 
-    def faces(self, image: np.ndarray, detections: list[Detection]) -> list[Face]:
-        """``faces_many`` for one image."""
-        return self.faces_many([image], [detections])[0]
+    def predict(self, image: np.ndarray, policy: Upsample = 0, max_faces: int | None = None) -> list[Face]:
+        """Every face in an RGB image, largest first (at most ``max_faces``), detected at ``policy``."""
+        return self.faces([image], [self.detect(image, policy)[:max_faces]])[0]
 
-    def predict(self, image: np.ndarray, upsample: Upsample = 0, max_faces: int | None = None) -> list[Face]:
-        """Every face in an RGB image, largest first (at most ``max_faces``). ``upsample`` may be
-        ``"auto"``; ``self.detector.resolve_upsample`` tells which level that is for an image."""
-        return self.predict_many([image], upsample, max_faces)[0]
-
-    def predict_many(
+    def estimate(
         self,
         images: Sequence[np.ndarray],
-        upsample: Upsample | Sequence[int] = 0,
-        max_faces: int | None = None,
-    ) -> list[list[Face]]:
-        """``predict`` for each image, in order, with the faces of all images through the networks
-        together (the per-call cost is paid once, and crops of different images share forward passes).
-        ``upsample`` is one policy for all images or one level per image."""
-        levels = list(upsample) if isinstance(upsample, Sequence) and not isinstance(upsample, str) else None
-        detections = [
-            self.detect(image, upsample if levels is None else levels[i])[:max_faces]
-            for i, image in enumerate(images)
+        boxes: Sequence[list[Box]],
+        scores: Sequence[Sequence[float]] | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """For each image and its boxes: ((N, 68, 2) landmarks in original-image pixels, (N,) expected
+        NME (box) or None), through every stage of the cascade. With the detector's ``scores`` of the
+        boxes, the error estimate is the calibrated one the service serves; without them it is the
+        error head's own."""
+        return self._cascade(images, boxes, scores)
+
+    def follow(
+        self, image: np.ndarray, previous: np.ndarray, boxes: list[Box], scores: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Faces followed from their points in an earlier frame of a stream, with no detection: the
+        cascade's landmark-aligned stages run from the frames of ``previous`` ((N, 68, 2) pixels), so a
+        face that moved a little is found again by the stage that refines points. ``boxes`` (where the
+        stream puts each face's detector box now) scale the error estimate and feed a box-cropped stage
+        in a cascade that has no other; ``scores`` calibrate the estimate. Returns ((N, 68, 2) points
+        in original pixels, (N,) expected NME (box) or None)."""
+        return self._cascade([image], [boxes], [scores], previous)[0]
+
+    def _cascade(
+        self,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[list[Box]],
+        scores: Sequence[Sequence[float]] | None,
+        previous: np.ndarray | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """``estimate``, or with ``previous`` points (of all boxes, image after image) ``follow``: the
+        stages from the first landmark-aligned one (the last stage in a cascade that has none)."""
+        flat = [box for found in boxes for box in found]
+        ends = np.cumsum([len(found) for found in boxes])
+        runs = [
+            (i, int(end) - len(found), int(end))
+            for i, (found, end) in enumerate(zip(boxes, ends, strict=True))
         ]
-        return self.faces_many(images, detections)
+        num_points = self.model.output_config.num_points
+        if not flat:
+            return [(np.zeros((0, num_points, 2)), None) for _ in images]
+        first, points = 0, None
+        if previous is not None:
+            aligned = [i for i, stage in enumerate(self.stages) if stage.stage.crop != "box"]
+            first = aligned[0] if aligned else len(self.stages) - 1
+            points = np.asarray(previous, dtype=np.float64) if aligned else None
+        box_sides = np.array([np.sqrt(b.width * b.height) for b in flat])
+        for number in range(first, len(self.stages)):
+            stage = self.stages[number]
+            frames = stage.frames(flat, points)
+            # Boxes come image after image, so each image's frames are one contiguous run.
+            crops = np.concatenate(
+                [stage.crops(images[i], frames[start:end]) for i, start, end in runs if end > start]
+            )
+            normalised, log_error = stage.regress(crops)
+            if number == len(self.stages) - 1 and self.hard_face_flip is not None and log_error is not None:
+                hard = self._raw_estimate(log_error, frames, box_sides) > self.hard_face_flip
+                normalised, log_error = stage.mirror_average(crops, normalised, log_error, hard)
+            points = frames_to_image(frames, normalised)
+        assert points is not None
+        errors = None
+        if log_error is not None:
+            errors = self._raw_estimate(log_error, frames, box_sides)
+            if self.calibration is not None and scores is not None:
+                flat_scores = np.array([score for found in scores for score in found], dtype=np.float64)
+                if len(flat_scores) != len(flat):
+                    raise ValueError(f"{len(flat_scores)} detector scores for {len(flat)} boxes")
+                errors = self.calibration.apply(errors, flat_scores, box_sides)
+        return [(points[start:end], None if errors is None else errors[start:end]) for _, start, end in runs]
+
+    @staticmethod
+    def _raw_estimate(log_error: np.ndarray, frames: list[Frame], box_sides: np.ndarray) -> np.ndarray:
+        """The error head's estimate in NME (box): it predicts the log NME relative to its frame's side,
+        rescaled here to the box's sqrt(W x H)."""
+        sides = np.array([np.sqrt(f.width * f.height) for f in frames])
+        return np.exp(log_error) * sides / box_sides
 
     def warm_up(self) -> None:
         """One detection and one forward pass, so the first real request pays no start-up costs."""
         blank = np.full((96, 96, 3), 127, dtype=np.uint8)
         self.detect(blank)
-        self.landmarks_for_boxes(blank, [Box(10, 10, 70, 70)])
+        self.estimate([blank], [[Box(10, 10, 70, 70)]])

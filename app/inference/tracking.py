@@ -219,7 +219,7 @@ class FaceTracker:
         restarted = [Detection(t.box, t.score) for t in relost]
         room = None if self.options.max_faces is None else max(0, self.options.max_faces - len(self.tracks))
         fresh = fresh[:room]
-        faces = self.predictor.faces(image, restarted + fresh) if restarted or fresh else []
+        faces = self.predictor.faces([image], [restarted + fresh])[0] if restarted or fresh else []
         for track, face in zip(relost, faces, strict=False):
             self._restart(track, face)
         for face in faces[len(relost) :]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from app.inference import LandmarkPredictor
-from app.inference.calibration import ErrorCalibration, hard_face_threshold
+from app.inference.calibration import ErrorCalibration, hard_face_flip
 from app.inference.checkpoint import load_checkpoint
 from app.inference.imaging import decode_image
 from tests.conftest import DATA, PHOTOS
@@ -41,8 +41,8 @@ def test_the_service_path_serves_the_calibrated_estimate(calibrated: LandmarkPre
     image = decode_image((PHOTOS / "bald_guys.jpg").read_bytes(), 10**8)
     faces = calibrated.predict(image)
     assert len(faces) >= 10
-    raw = LandmarkPredictor(calibrated.model, calibrate_error=False).faces(
-        image, calibrated.detect(image, 0)[: len(faces)]
+    (raw,) = LandmarkPredictor(calibrated.model, calibrate_error=False).faces(
+        [image], [calibrated.detect(image, 0)[: len(faces)]]
     )
     assert calibrated.calibration is not None
     expected = calibrated.calibration.apply(
@@ -58,7 +58,7 @@ def test_the_service_path_serves_the_calibrated_estimate(calibrated: LandmarkPre
 
 def test_hard_faces_and_only_they_are_averaged_with_their_mirror_image(calibrated: LandmarkPredictor) -> None:
     model = calibrated.model
-    assert calibrated.hard_face_threshold == hard_face_threshold(model.metadata) is not None
+    assert calibrated.hard_face_flip == hard_face_flip(model.metadata) is not None
     # A group photo of frontal faces and turned faces of AFLW2000-3D: both kinds of face.
     paths = [PHOTOS / "bald_guys.jpg", *sorted((DATA / "aflw2000" / "train").glob("*.jpg"))[:30]]
     images = [decode_image(path.read_bytes(), 10**8) for path in paths]
@@ -66,12 +66,12 @@ def test_hard_faces_and_only_they_are_averaged_with_their_mirror_image(calibrate
     plain = LandmarkPredictor(model, flip_hard_faces=False, calibrate_error=False)
     flipped = LandmarkPredictor(model, flip_test_time=True, calibrate_error=False)
     served = LandmarkPredictor(model, calibrate_error=False)
-    results = [[m.estimate_many(images, boxes)] for m in (plain, flipped, served)]
+    results = [[m.estimate(images, boxes)] for m in (plain, flipped, served)]
     (plain_out,), (flipped_out,), (served_out,) = results
     hard_faces = 0
     for (p0, e0), (p1, e1), (ps, es) in zip(plain_out, flipped_out, served_out, strict=True):
         assert e0 is not None and e1 is not None and es is not None
-        hard = e0 > calibrated.hard_face_threshold
+        hard = e0 > calibrated.hard_face_flip
         hard_faces += int(hard.sum())
         # A hard face gets exactly the flip-averaged points; the others the plain pass's, untouched.
         np.testing.assert_allclose(ps[hard], p1[hard], atol=1e-4)
@@ -80,5 +80,5 @@ def test_hard_faces_and_only_they_are_averaged_with_their_mirror_image(calibrate
         np.testing.assert_array_equal(es[~hard], e0[~hard])
     faces = sum(len(found) for found in boxes)
     assert 0 < hard_faces < faces / 2, (hard_faces, faces)
-    assert not any(e0 > calibrated.hard_face_threshold for e0 in plain_out[0][1]), "frontal group photo"
-    assert hard_face_threshold({}) is None and hard_face_threshold({"hard_face_flip": None}) is None
+    assert not any(e0 > calibrated.hard_face_flip for e0 in plain_out[0][1]), "frontal group photo"
+    assert hard_face_flip({}) is None and hard_face_flip({"hard_face_flip": None}) is None

@@ -45,7 +45,7 @@ def test_a_cascade_serves_the_first_head_and_an_error_estimate(tmp_path: Path) -
     assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2)
     assert faces[0].error_estimate is not None and faces[0].error_estimate > 0
     # The served points are the first head's, mapped back from the frame of the first stage's points.
-    first, _ = predictor.stages[0].regress(predictor.crops(image, [faces[0].box]))
+    first, _ = predictor.stages[0].regress(predictor.stages[0].crops(image, [Frame.from_box(faces[0].box)]))
     frame = landmark_frame(Frame.from_box(faces[0].box).to_image(first[0]))
     crop = predictor.stages[1].crops(image, [frame])
     with torch.inference_mode():

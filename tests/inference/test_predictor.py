@@ -1,4 +1,5 @@
-"""LandmarkPredictor.predict_many: the same faces as predict, image by image, from one network call."""
+"""LandmarkPredictor: the faces of several images are those of each image alone, from one network call per
+stage; estimate with and without the detector's scores; the settings' hard-face flip."""
 
 import numpy as np
 import pytest
@@ -34,38 +35,56 @@ def count_regress_calls(predictor: LandmarkPredictor, monkeypatch: pytest.Monkey
     return calls
 
 
+def faces_together(predictor: LandmarkPredictor, images: list[np.ndarray], max_faces: int | None = None):
+    return predictor.faces(images, [predictor.detect(image, 0)[:max_faces] for image in images])
+
+
 @pytest.mark.parametrize("max_faces", [None, 3])
-def test_predict_many_gives_what_predict_gives_for_each_image(predictor, images, max_faces):
-    many = predictor.predict_many(images, 0, max_faces)
+def test_faces_of_several_images_are_what_predict_gives_for_each_image(predictor, images, max_faces):
+    many = faces_together(predictor, images, max_faces)
     assert [len(faces) for faces in many][:2] == [1, 0]
     assert len(many[2]) == 3 if max_faces else len(many[2]) >= 20
     for image, faces in zip(images, many, strict=True):
         alone = predictor.predict(image, 0, max_faces)
         assert [(f.box, f.score) for f in faces] == [(f.box, f.score) for f in alone]
         for batched, single in zip(faces, alone, strict=True):
-            # oneDNN picks kernels by batch size: the same crops agree to a hundredth of a pixel.
+            # Kernels may differ by batch size: the same crops agree to a hundredth of a pixel.
             np.testing.assert_allclose(batched.landmarks, single.landmarks, atol=1e-2)
 
 
 def test_the_faces_of_all_images_go_through_the_network_in_one_call(predictor, images, monkeypatch):
     calls = count_regress_calls(predictor, monkeypatch)
-    many = predictor.predict_many(images)
+    many = faces_together(predictor, images)
     # One call per stage of the cascade, each over the faces of every image.
     assert calls == [sum(len(faces) for faces in many)] * len(predictor.stages)
 
 
-def test_predict_many_of_nothing_and_of_faceless_images(predictor, images, monkeypatch):
+def test_faces_and_estimates_of_nothing_and_of_faceless_images(predictor, images, monkeypatch):
     calls = count_regress_calls(predictor, monkeypatch)
-    assert predictor.predict_many([]) == []
-    assert predictor.predict_many([images[1], images[1]]) == [[], []]
+    assert predictor.faces([], []) == []
+    assert faces_together(predictor, [images[1], images[1]]) == [[], []]
+    ((points, errors),) = predictor.estimate([images[1]], [[]])
+    assert points.shape == (0, 68, 2) and errors is None
     assert calls == []
+
+
+def test_estimate_without_scores_is_the_error_heads_own_and_with_them_the_served_one(predictor, images):
+    detections = predictor.detect(images[0], 0)
+    (face,) = predictor.faces([images[0]], [detections])[0]
+    ((points, raw),) = predictor.estimate([images[0]], [[d.box for d in detections]])
+    ((_, served),) = predictor.estimate(
+        [images[0]], [[d.box for d in detections]], [[d.score for d in detections]]
+    )
+    np.testing.assert_array_equal(points[0], face.landmarks)
+    assert served is not None and raw is not None
+    assert served[0] == face.error_estimate != raw[0]
 
 
 def test_the_settings_switch_the_hard_face_flip(monkeypatch) -> None:
     served = build_predictor(Settings(model_path=SHIPPED_MODEL))
-    assert served.hard_face_threshold is not None and not served.flip_test_time
+    assert served.hard_face_flip is not None and not served.flip_test_time
     monkeypatch.setenv("LANDMARKS_FLIP_HARD_FACES", "false")
-    assert build_predictor(Settings(model_path=SHIPPED_MODEL)).hard_face_threshold is None
+    assert build_predictor(Settings(model_path=SHIPPED_MODEL)).hard_face_flip is None
     # Flipping every face makes the hard-face test moot.
     everything = build_predictor(Settings(model_path=SHIPPED_MODEL, flip_test_time=True))
-    assert everything.flip_test_time and everything.hard_face_threshold is None
+    assert everything.flip_test_time and everything.hard_face_flip is None

@@ -40,13 +40,13 @@ def images() -> list[np.ndarray]:
 def torch_faces(images):
     """The reference: the checkpoint's torch networks (traced and fused, as served before the export)."""
     predictor = LandmarkPredictor(load_checkpoint(CHECKPOINT), runtime="torch", threads=1)
-    return predictor.predict_many(images, 1)
+    return [predictor.predict(image, 1) for image in images]
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_the_export_on_each_onnx_runtime_gives_the_torch_answers_on_real_faces(images, torch_faces, runtime):
     predictor = LandmarkPredictor(load_export(EXPORT), runtime=runtime, threads=1)
-    faces = predictor.predict_many(images, 1)
+    faces = [predictor.predict(image, 1) for image in images]
     assert [len(found) for found in faces] == [len(found) for found in torch_faces]
     assert sum(len(found) for found in faces) >= 30
     for ours, reference in zip(

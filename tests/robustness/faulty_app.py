@@ -21,7 +21,7 @@ from tests.robustness.fault_widths import (
 )
 
 _real_detect = FaceDetector.detect
-_real_estimate_many = LandmarkPredictor.estimate_many
+_real_estimate = LandmarkPredictor.estimate
 
 
 def _detect(self: FaceDetector, image: np.ndarray, upsample: int = 0) -> list[Detection]:
@@ -35,7 +35,7 @@ def _detect(self: FaceDetector, image: np.ndarray, upsample: int = 0) -> list[De
     return _real_detect(self, image, upsample)
 
 
-def _estimate_many(
+def _estimate(
     self: LandmarkPredictor,
     images: Sequence[np.ndarray],
     boxes: Sequence[list[Box]],
@@ -44,11 +44,11 @@ def _estimate_many(
     if any(image.shape[1] == RAISE_IN_NETWORK_WIDTH for image in images):
         # A crop far smaller than the network's input: the runtime itself raises from inside the network.
         self.stages[0].network(np.zeros((1, 3, 4, 4), np.float32))
-    return _real_estimate_many(self, images, boxes, scores)
+    return _real_estimate(self, images, boxes, scores)
 
 
 FaceDetector.detect = _detect  # type: ignore[method-assign]
-LandmarkPredictor.estimate_many = _estimate_many  # type: ignore[method-assign]
+LandmarkPredictor.estimate = _estimate  # type: ignore[method-assign]
 
 from app.main import app  # noqa: E402  (after the patches, which are what this module is for)
 

@@ -207,7 +207,7 @@ def test_points_mapped_back_land_inside_the_padded_box(box, pad, unit_points):
     normalised = np.array(unit_points) * (1 + 2 * pad) - pad  # in [-pad, 1 + pad]
     NETWORK.points = torch.tensor(normalised, dtype=torch.float32)
     image = np.zeros((120, 160, 3), np.uint8)
-    (points,) = PREDICTOR.landmarks_for_boxes(image, [box])
+    (((points,), _),) = PREDICTOR.estimate([image], [[box]])
     eps = 1e-3 * max(box.width, box.height)
     x0, x1 = box.left - 0.5 - pad * box.width - eps, box.right + 0.5 + pad * box.width + eps
     y0, y1 = box.top - 0.5 - pad * box.height - eps, box.bottom + 0.5 + pad * box.height + eps

@@ -106,7 +106,7 @@ def test_an_unaugmented_training_crop_is_the_inference_crop(
     differences = []
     for i, stem in enumerate(cache.stems):
         image = decode_image((AFLW / f"{stem}.jpg").read_bytes(), 10**8)
-        served = predictor.crops(image, [cache.box(i)])[0].astype(float)
+        served = predictor.stages[0].crops(image, [Frame.from_box(cache.box(i))])[0].astype(float)
         crop, target, frame = dataset.sample(i, None)
         differences.append(np.abs(crop.astype(float) - served).mean())
         np.testing.assert_allclose(frame.to_image(target), cache.points[i], atol=1e-9)

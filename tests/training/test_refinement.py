@@ -196,7 +196,7 @@ def test_the_hard_face_flip_threshold_is_a_training_quantile_that_the_predictor_
     assert hard["faces"] == metadata["error_calibration"]["faces"]
     raw = LandmarkPredictor(load_checkpoint(refined), flip_hard_faces=False, calibrate_error=False)
     served = LandmarkPredictor(load_checkpoint(calibrated))
-    assert served.hard_face_threshold == hard["estimate_above"] and raw.hard_face_threshold is None
+    assert served.hard_face_flip == hard["estimate_above"] and raw.hard_face_flip is None
 
 
 def test_a_release_keeps_the_calibration_also_at_half_precision(work: Path, calibrated: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, WebSocket, expect
+from playwright.sync_api import Browser, Page, Playwright, Response, WebSocket, expect
 
 from tests.conftest import LiveServer
 from tests.media import VIDEOS, clip_frames, write_video
@@ -262,13 +262,16 @@ DROP = """([name, type, data]) => {
 }"""
 
 
-def drop_video(page: Page, path: Path, media_type: str) -> None:
+def drop_video(page: Page, path: Path, media_type: str, status: int = 200) -> Response:
+    """Open the page, drop ``path`` on it and wait for the answer of ``POST /landmarks/video``."""
     page.goto("/")
     data = base64.b64encode(path.read_bytes()).decode()
     with page.expect_response(lambda response: "/landmarks/video" in response.url) as answer:
         page.evaluate(DROP, [path.name, media_type, data])
-    assert answer.value.status == 200
-    assert answer.value.headers["content-type"].startswith("application/x-ndjson")
+    assert answer.value.status == status
+    if status == 200:
+        assert answer.value.headers["content-type"].startswith("application/x-ndjson")
+    return answer.value
 
 
 def drop_made_clip(page: Page, path: Path, frames: int, fourcc: str, media_type: str) -> None:
@@ -384,3 +387,36 @@ def test_an_avi_the_browser_cannot_play_still_shows_its_landmarks(tab: BrowserTa
     assert len(lines) == 22 and "video" in lines[0] and "summary" in lines[-1]
     assert pixels_of(page, "#video-overlay", NOSE, lines[6]["faces"][0]["box"]) > 0
     page.screenshot(path=artifacts / "page-video-avi.png", full_page=True)
+
+
+def test_a_video_that_fails_mid_stream_keeps_its_frames_and_says_why(tab: BrowserTab, tmp_path):
+    """A truncated AVI: the service streams the frames it can read, then an error line."""
+    whole = write_video(tmp_path / "whole.avi", clip_frames(TALKING_HEAD.name, 40), fps=25, fourcc="MJPG")
+    clip = tmp_path / "truncated.avi"
+    clip.write_bytes(whole.read_bytes()[: whole.stat().st_size * 55 // 100])
+    page = tab.page
+    drop_video(page, clip, "video/x-msvideo")
+    result = page.locator("#video-result")
+    expect(result).to_have_attribute("data-state", "error")
+    lines = downloaded_lines(page, "truncated.landmarks.jsonl")
+    frames, last = lines[1:-1], lines[-1]
+    assert 0 < len(frames) < 40 and last["error"]["code"] == "truncated_video"
+    message = page.locator('#message[data-kind="error"]')
+    said = f"The service stopped after {len(frames)} frames: {last['error']['message']}"
+    expect(message).to_contain_text(said)
+    expect(message).to_contain_text("truncated_video")
+    expect(page.locator("#video-stage")).to_have_attribute("data-faces", "1")  # the frames it read are shown
+
+
+def test_a_file_that_is_no_video_shows_the_api_error(tab: BrowserTab, tmp_path):
+    clip = tmp_path / "notes.mp4"
+    clip.write_bytes(b"these are notes, not a video\n" * 100)
+    page = tab.page
+    error = drop_video(page, clip, "video/mp4", status=400).json()["error"]
+    assert error["code"] == "invalid_video"
+    message = page.locator('#message[data-kind="error"]')
+    expect(message).to_contain_text(error["message"])
+    expect(message).to_contain_text("invalid_video")
+    expect(page.locator("#video-result")).to_be_hidden()
+    page.wait_for_timeout(500)  # the video element's own error comes later and must not replace it
+    expect(message).to_contain_text(error["message"])

@@ -22,7 +22,7 @@ async def model_info(predictor: PredictorDep) -> ModelInfo:
         mean=model.mean.tolist(),
         std=model.std.tolist(),
         flip_test_time=predictor.flip_test_time,
-        hard_face_flip=predictor.hard_face_threshold,
+        hard_face_flip=predictor.hard_face_flip,
         stages=[
             StageInfo(
                 crop=stage.crop,
