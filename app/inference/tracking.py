@@ -41,6 +41,7 @@ class TrackerOptions:
     merge_iou: float = 0.5  # two tracks whose point boxes overlap this much are one face
     match_iou: float = 0.3  # a detection and a track whose boxes overlap this much are one face
     max_unconfirmed: int = 3  # whole-frame detections in a row that may miss a track before it ends
+    revive_seconds: float = 1.0  # a face found again this soon near where its track ended keeps its id
     smoothing: bool = True
     min_cutoff: float = MIN_CUTOFF_HZ
     beta: float = BETA
@@ -114,6 +115,15 @@ def _point_box(points: np.ndarray) -> Box:
     return Box(int(left), int(top), int(np.ceil(right)), int(np.ceil(bottom)))
 
 
+# Mean shift of the points in one follow, in units of the face's landmark frame side, past which the
+# follow runs a second time from the points it found.
+REFOLLOW_SHIFT = 0.05
+
+
+def _face_side(points: np.ndarray) -> float:
+    return landmark_frames(points[None])[0].width
+
+
 def _in_view(points: np.ndarray, width: int, height: int) -> bool:
     """Most of the face is inside the frame: at least half of its inner points."""
     inner = points[17:]
@@ -128,6 +138,8 @@ class FaceTracker:
         self.predictor = predictor
         self.options = options or TrackerOptions()
         self.tracks: list[_Track] = []
+        self.ended: list[tuple[_Track, float]] = []  # tracks that ended recently, with the time they did
+        self._now = 0.0
         self.frames = 0  # frames processed
         self.detector_runs = 0
         self.tracks_started = 0
@@ -136,6 +148,8 @@ class FaceTracker:
     def update(self, image: np.ndarray, time: float) -> list[TrackedFace]:
         """The faces of the next frame (an RGB array) at ``time`` seconds, largest first."""
         height, width = image.shape[:2]
+        self._now = time
+        self.ended = [(t, at) for t, at in self.ended if time - at <= self.options.revive_seconds]
         lost = self._follow(image, width, height)
         detected: set[int] = set()
         if not self.tracks or lost or self._since_detection + 1 >= self.options.detect_every:
@@ -159,12 +173,26 @@ class FaceTracker:
         previous = np.stack([t.points for t in self.tracks])
         predicted = previous + np.stack([t.velocity for t in self.tracks])
         boxes = _boxes_from_points(predicted, [t.box_in_frame for t in self.tracks])
-        points, errors = self.predictor.follow(image, predicted, boxes, [t.score for t in self.tracks])
+        scores = [t.score for t in self.tracks]
+        points, errors = self.predictor.follow(image, predicted, boxes, scores)
+        # A face that moved far from where its crop was drawn sits off-centre in it: follow it once more
+        # from where it was found, so the crop catches up with fast motion.
+        moved = np.linalg.norm(points - predicted, axis=2).mean(axis=1) / [_face_side(p) for p in predicted]
+        again = np.flatnonzero(moved > REFOLLOW_SHIFT)
+        if len(again):
+            again_boxes = [boxes[i] for i in again]
+            second, second_errors = self.predictor.follow(
+                image, points[again], again_boxes, [scores[i] for i in again]
+            )
+            points[again] = second
+            if errors is not None and second_errors is not None:
+                errors[again] = second_errors
         lost: set[int] = set()
         kept = []
         for i, track in enumerate(self.tracks):
             if not _in_view(points[i], width, height):
-                continue  # the face left the frame: its track ends
+                self.ended.append((track, self._now))  # the face left the frame: its track ends
+                continue
             # Half the last step, as a damped constant-velocity guess of where the face goes next.
             track.velocity = 0.5 * (points[i] - track.points)
             track.points = points[i]
@@ -206,6 +234,7 @@ class FaceTracker:
             if detection is None:
                 track.unconfirmed += 1
                 if track.track_id in lost or track.unconfirmed > self.options.max_unconfirmed:
+                    self.ended.append((track, self._now))
                     continue
             else:
                 track.unconfirmed = 0
@@ -223,10 +252,28 @@ class FaceTracker:
         for track, face in zip(relost, faces, strict=False):
             self._restart(track, face)
         for face in faces[len(relost) :]:
-            self.tracks_started += 1
-            self.tracks.append(self._new_track(self.tracks_started, face))
-            matched[self.tracks_started] = Detection(face.box, face.score)
+            track = self._new_track(self._revived_id(face.box), face)
+            self.tracks.append(track)
+            matched[track.track_id] = Detection(face.box, face.score)
         return set(matched)
+
+    def _revived_id(self, box: Box) -> int:
+        """The id of a track that ended in the last ``revive_seconds`` near this new face's box (the
+        nearest of those whose size is close), or a new id. A face the follower lost for a moment, behind
+        a hand or in a fast turn, so keeps its identity."""
+        centre = np.array([(box.left + box.right) / 2.0, (box.top + box.bottom) / 2.0])
+        candidates = []
+        for number, (track, _) in enumerate(self.ended):
+            old = track.box
+            distance = np.linalg.norm(centre - [(old.left + old.right) / 2.0, (old.top + old.bottom) / 2.0])
+            if distance <= max(old.width, box.width) and 0.6 <= box.width / old.width <= 1.6:
+                candidates.append((distance, number))
+        if candidates:
+            _, number = min(candidates)
+            track, _ = self.ended.pop(number)
+            return track.track_id
+        self.tracks_started += 1
+        return self.tracks_started
 
     def _merge(self) -> None:
         """Tracks that have converged on one face become one: the older (lower id) keeps it."""

@@ -117,3 +117,16 @@ def test_a_face_that_appears_is_picked_up_at_the_next_detection(predictor, portr
     blank = np.full_like(portrait, 128)
     _, faces = _track(predictor, [blank, blank, portrait, portrait], detect_every=100)
     assert [len(found) for found in faces] == [0, 0, 1, 1]  # no track: the detector runs every frame
+
+
+def test_a_face_found_again_soon_near_where_its_track_ended_keeps_its_id(predictor, portrait) -> None:
+    blank = np.full_like(portrait, 128)
+    frames = [portrait, blank, blank, portrait]  # gone for 2 frames (0.08 s)
+    _, faces = _track(predictor, frames, detect_every=100)
+    assert [[f.track_id for f in found] for found in faces] == [[1], [], [], [1]]
+    tracker = FaceTracker(predictor, TrackerOptions(detect_every=100, revive_seconds=1.0))
+    ids = [
+        [f.track_id for f in tracker.update(frame, t)]
+        for frame, t in zip(frames, [0, 0.1, 0.2, 2.0], strict=True)
+    ]
+    assert ids == [[1], [], [], [2]], "after more than revive_seconds it is a new track"
