@@ -11,8 +11,10 @@ no more than a short one) and the whole table leaves memory where it found it. S
 import contextlib
 import json
 import struct
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -65,6 +67,13 @@ def end_of(data: bytes, box: bytes) -> int:
     return next(end for kind, _, end in videos.mp4_boxes(data) if kind == box)
 
 
+def playlist() -> bytes:
+    """An HLS playlist whose one segment is a video file on the server's disk (here the test's own)."""
+    target = Path(tempfile.gettempdir()) / "landmarks-test-private.avi"
+    target.write_bytes(videos.gradient_avi(5, 96, 72))
+    return f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{target}\n#EXT-X-ENDLIST\n".encode()
+
+
 AVI = videos.gradient_avi(10, 96, 72)  # 10 frames of 96x72, MJPEG; index at the end
 MP4 = videos.opencv_video(10, 96, 72)  # mp4v: ftyp, free, mdat, moov (the index last)
 FASTSTART = videos.faststart(MP4)  # ftyp, free, moov, mdat (the index first)
@@ -77,6 +86,19 @@ CASES: list[HostileVideo] = [
     HostileVideo("empty file", upload(b""), 400, "invalid_video"),
     HostileVideo("random bytes", upload(RANDOM), 400, "invalid_video"),
     HostileVideo("text file", upload(b"hello, world\n" * 100, "notes"), 400, "invalid_video"),
+    # FFmpeg picks some formats by the file's extension alone: the upload's name must not reach it
+    HostileVideo(
+        "text file named .txt (FFmpeg's ANSI-art demuxer)",
+        upload(b"hello\n" * 100, "a.txt"),
+        400,
+        "invalid_video",
+    ),
+    HostileVideo(
+        "HLS playlist naming a video on the server's disk",
+        lambda c: upload(playlist(), "a.m3u8")(c),
+        400,
+        "invalid_video",
+    ),
     HostileVideo("JPEG photo", upload(inputs.small_jpeg(), "photo.jpg"), 400, "invalid_video"),
     HostileVideo("PNG photo", upload(inputs.small_png(), "photo.png"), 400, "invalid_video"),
     HostileVideo("animated GIF", upload(inputs.animated_gif(), "a.gif"), 400, "invalid_video"),

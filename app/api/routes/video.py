@@ -114,7 +114,10 @@ async def read_video_upload(request: Request, settings: Settings) -> Path:
         raise ApiError(
             413, "payload_too_large", f"the video exceeds the limit of {settings.max_video_bytes} bytes"
         )
-    suffix = Path(upload.filename or "").suffix[:16]
+    # Never the client's file name: FFmpeg picks some formats by extension alone, and an .m3u8 playlist
+    # makes it open the files and URLs listed inside (the server's own files, other hosts); the
+    # formats served are all recognised from their bytes.
+    suffix = ".video"
     try:
         return await to_thread.run_sync(spool, upload, suffix)
     finally:
@@ -189,7 +192,8 @@ async def video(
     return StreamingResponse(
         _stream(request, first, lines, reader, path),
         media_type=NDJSON,
-        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        # X-Accel-Buffering: a proxy such as nginx passes each line on as it comes instead of buffering.
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "X-Accel-Buffering": "no"},
     )
 
 
