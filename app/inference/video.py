@@ -25,6 +25,8 @@ from app.inference.tracking import FaceTracker, TrackedFace, TrackerOptions
 
 # A frame rate past this is no real video's (a broken header): refused like a missing one.
 MAX_FPS = 1000.0
+# ... and under this (one frame in 100 s): an MP4 whose timescale is 0 plays at 0.002 fps in FFmpeg.
+MIN_FPS = 0.01
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class VideoReader:
         frames = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
         if width <= 0 or height <= 0:
             raise InvalidVideoError("the video has no picture size")
-        if not math.isfinite(fps) or fps <= 0 or fps > MAX_FPS:
+        if not math.isfinite(fps) or fps < MIN_FPS or fps > MAX_FPS:
             raise InvalidVideoError(f"the video declares a frame rate of {fps:g} frames per second")
         if width * height > limits.max_pixels:
             raise TooManyPixelsError(

@@ -163,6 +163,13 @@ CASES: list[HostileVideo] = [
         10,
     ),
     HostileVideo(
+        # FFmpeg reads timescale 0 as 1: one frame every 512 s (0.002 fps), and decodes only the first.
+        "MP4 with timescale 0 (mdhd)",
+        upload(patched(videos.faststart(videos.opencv_video(30, 96, 72)), b"mdhd", 16, 0), "a.mp4"),
+        400,
+        "invalid_video",
+    ),
+    HostileVideo(
         "MP4 at 12800 fps (stts sample delta 1)",
         upload(patched(FASTSTART, b"stts", 16, 1), "a.mp4"),
         400,
