@@ -5,6 +5,7 @@
 import { startCamera, stopCamera } from "./camera.js";
 import {
   apiKey,
+  bringIntoView,
   byId,
   controls,
   describeFace,
@@ -151,10 +152,7 @@ function showResult(body, upsampleAsked, milliseconds) {
   ui.download.removeAttribute("aria-disabled");
   applyToggles();
   ui.result.hidden = false;
-  // On a phone the options fill the screen: bring the photo into view.
-  if (ui.result.getBoundingClientRect().top > window.innerHeight * 0.6) {
-    ui.result.scrollIntoView({ block: "start" });
-  }
+  bringIntoView(ui.result);
 }
 
 async function analyze() {

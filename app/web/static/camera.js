@@ -4,7 +4,7 @@
 "use strict";
 
 import { drawFaces, fitCanvas, clearCanvas, listTrackedFaces, markFaces } from "./overlay.js";
-import { apiKey, byId, format, queryOptions, showMessage, withQuery } from "./shared.js";
+import { apiKey, bringIntoView, byId, format, queryOptions, showMessage, withQuery } from "./shared.js";
 
 const MAX_IN_FLIGHT = 2;
 const SEND_WIDTH = 640;
@@ -240,6 +240,7 @@ export async function startCamera() {
   updateStats(run);
   setState("starting");
   ui.result.hidden = false;
+  bringIntoView(ui.result);
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     showMessage("error", "The camera needs a secure page: open this page over https or on localhost.");
     session = null;

@@ -100,6 +100,11 @@ export function keyHint(status) {
   return status === 401 || status === 403 ? " Enter a valid API key above." : "";
 }
 
+// On a phone the options fill the screen: bring a result that starts low on it into view.
+export function bringIntoView(section) {
+  if (section.getBoundingClientRect().top > window.innerHeight * 0.6) section.scrollIntoView({ block: "start" });
+}
+
 // The file name without its extension, for the names of downloads.
 export function stem(name, fallback) {
   return (name || fallback).replace(/\.[^.]*$/, "");

@@ -5,6 +5,7 @@
 import { clearCanvas, drawFaces, fitCanvas, listTrackedFaces, markFaces } from "./overlay.js";
 import {
   apiKey,
+  bringIntoView,
   byId,
   errorText,
   format,
@@ -281,6 +282,7 @@ export async function showVideo(file) {
   clearCanvas(ui.overlay);
   ui.video.src = run.videoUrl;
   ui.result.hidden = false;
+  bringIntoView(ui.result);
   followPlayback(run);
 
   const headers = { Accept: "application/x-ndjson" };
