@@ -43,6 +43,10 @@ def test_the_page_has_no_inline_script_style_or_handler_and_no_other_origin(clie
     ("path", "content_type"),
     [
         ("/web/app.js", "text/javascript"),
+        ("/web/shared.js", "text/javascript"),
+        ("/web/overlay.js", "text/javascript"),
+        ("/web/video.js", "text/javascript"),
+        ("/web/camera.js", "text/javascript"),
         ("/web/style.css", "text/css"),
         ("/web/favicon.svg", "image/svg+xml"),
     ],
