@@ -219,6 +219,7 @@ def test_the_camera_sends_the_api_key_and_a_wrong_key_shows_why_the_stream_close
     keyed_camera_tab: BrowserTab, artifacts
 ):
     page = keyed_camera_tab.page
+    log = SocketLog(page)
     page.goto("/")
     page.get_by_label("API key").fill("wrong-key")
     start_camera_button = page.get_by_role("button", name="Start camera")
@@ -234,6 +235,8 @@ def test_the_camera_sends_the_api_key_and_a_wrong_key_shows_why_the_stream_close
     start_camera_button.click()
     expect(page.locator("#camera-stage")).to_have_attribute("data-faces", "1")
     expect(page.locator("#message")).to_be_hidden()
+    # The key went as a subprotocol, never in the URL (where logs and proxies would keep it).
+    assert [socket.url.endswith("/landmarks/stream") for socket in log.sockets] == [True, True]
     page.get_by_role("button", name="Stop camera").click()
 
 
