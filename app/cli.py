@@ -13,7 +13,7 @@ import numpy as np
 
 from app.config import build_pipeline, build_predictor, build_tracker_options, get_settings
 from app.inference import InferenceError
-from app.inference.detector import AUTO, MAX_UPSAMPLE, Upsample
+from app.inference.detector import AUTO, MAX_UPSAMPLE, UpsamplePolicy
 from app.inference.pipeline import Upload
 from app.inference.render import draw_faces
 from app.inference.tracking import TrackedFace
@@ -23,7 +23,7 @@ from app.inference.video import VideoLimits, VideoReader, video_lines
 STARTUP_FAILURE = 3
 
 
-def _upsample(text: str) -> Upsample:
+def _upsample(text: str) -> UpsamplePolicy:
     if text == AUTO:
         return AUTO
     if text.isdigit() and int(text) <= MAX_UPSAMPLE:

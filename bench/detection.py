@@ -28,7 +28,7 @@ import numpy as np
 
 from app.config import Settings, build_detector, build_predictor
 from app.inference import Box, FaceDetector, LandmarkPredictor
-from app.inference.detector import AUTO, Upsample
+from app.inference.detector import AUTO, UpsamplePolicy
 from app.inference.imaging import decode_image
 from bench.common import DATA, machine_description, percentile, write_section
 from training.evaluate import THRESHOLD, nme_interocular
@@ -138,8 +138,8 @@ class Run:
 
 
 def run_policies(
-    detector: FaceDetector, pictures: list[Picture], policies: list[Upsample], repeats: int
-) -> dict[Upsample, Run]:
+    detector: FaceDetector, pictures: list[Picture], policies: list[UpsamplePolicy], repeats: int
+) -> dict[UpsamplePolicy, Run]:
     """Each policy on each picture; with ``repeats`` > 0 also timed that many times, interleaved."""
     runs = {policy: Run() for policy in policies}
     for picture in pictures:
@@ -160,7 +160,7 @@ def run_policies(
     return runs
 
 
-def name(policy: Upsample) -> str:
+def name(policy: UpsamplePolicy) -> str:
     return f"default ({policy})" if policy == AUTO else str(policy)
 
 
@@ -178,7 +178,7 @@ def levels_used(run: Run) -> str:
     return ", ".join(f"{n} at {level}" for level, n in enumerate(counts) if n)
 
 
-def recall_table(runs: dict[Upsample, Run]) -> list[str]:
+def recall_table(runs: dict[UpsamplePolicy, Run]) -> list[str]:
     bins = " | ".join(f"{low}-{high} px" for low, high in SIZE_BINS)
     rows = [
         f"| policy | found, all | {bins} | upsampling used | detection p50 |",
@@ -190,7 +190,9 @@ def recall_table(runs: dict[Upsample, Run]) -> list[str]:
     return rows
 
 
-def photo_rows(runs: dict[Upsample, Run], pictures: list[Picture], policies: list[Upsample]) -> list[str]:
+def photo_rows(
+    runs: dict[UpsamplePolicy, Run], pictures: list[Picture], policies: list[UpsamplePolicy]
+) -> list[str]:
     heads = " | ".join(f"faces at {name(p)}" for p in policies)
     rows = [f"| photo | size | {heads} | upsampling of the default |", "|---" * (len(policies) + 3) + "|"]
     for picture in pictures:
@@ -220,7 +222,9 @@ def cost_rows(detector: FaceDetector, pictures: list[Picture], repeats: int) -> 
     return rows
 
 
-def per_scanned_pixel(detector: FaceDetector, runs: dict[Upsample, Run], pictures: list[Picture]) -> str:
+def per_scanned_pixel(
+    detector: FaceDetector, runs: dict[UpsamplePolicy, Run], pictures: list[Picture]
+) -> str:
     """Median detection time per scanned pixel over the timed PASCAL runs at explicit levels."""
     rates = []
     for policy, run in runs.items():
@@ -234,11 +238,11 @@ def per_scanned_pixel(detector: FaceDetector, runs: dict[Upsample, Run], picture
 
 
 def accuracy_rows(
-    predictor: LandmarkPredictor, pictures: list[Picture], policies: list[Upsample], common: bool
+    predictor: LandmarkPredictor, pictures: list[Picture], policies: list[UpsamplePolicy], common: bool
 ) -> list[str]:
     """Inter-ocular NME of the labelled faces each policy finds; with ``common``, only over the faces
     that every policy finds (the same faces, boxes from different pyramid levels)."""
-    errors: dict[Upsample, dict[tuple[str, int], float]] = {policy: {} for policy in policies}
+    errors: dict[UpsamplePolicy, dict[tuple[str, int], float]] = {policy: {} for policy in policies}
     for picture in pictures:
         for policy in policies:
             faces = predictor.predict(picture.image, policy)
@@ -279,7 +283,7 @@ def main() -> None:
     settings = Settings()
     detector = build_detector(settings)
     default = settings.default_upsample
-    policies: list[Upsample] = [0, 1, 2, default] if default == AUTO else [0, 1, 2, AUTO]
+    policies: list[UpsamplePolicy] = [0, 1, 2, default] if default == AUTO else [0, 1, 2, AUTO]
 
     photos = labelled_photos(args.limit)
     singles = small_faces(photos)

@@ -15,8 +15,11 @@ import numpy as np
 
 MAX_UPSAMPLE = 2
 AUTO = "auto"
-# An upsampling level (0 to MAX_UPSAMPLE), or AUTO: the highest level within the scan budget.
-Upsample = int | Literal["auto"]
+# What a caller asks the detector for: an upsampling *level* (0 to MAX_UPSAMPLE, the int a detection
+# runs at), or AUTO, the highest level within the scan budget, which ``resolve_upsample`` turns into
+# the level for one image. (The service's ``upsample`` query and LANDMARKS_DEFAULT_UPSAMPLE carry a policy;
+# app.config.UpsamplePolicy is this type with its bounds checked.)
+UpsamplePolicy = int | Literal["auto"]
 # Default scan budget of AUTO, in pixels (measured and justified in docs/PERFORMANCE.md): the 500x375
 # photos people send get upsample 1 (750,000 pixels scanned), thumbnails up to 125,000 pixels get 2, and
 # photos of 500,000 pixels and more (every phone or camera photo) stay at 0, as cheap as before.
@@ -87,17 +90,17 @@ class FaceDetector:
             return max(1, round(width * scale)), max(1, round(height * scale))
         return width, height
 
-    def scanned_pixels(self, width: int, height: int, upsample: int) -> int:
+    def scanned_pixels(self, width: int, height: int, level: int) -> int:
         """Pixels the HOG detector scans at its finest pyramid level: each upsampling step doubles both
         sides of the copy it sees, so time and memory grow as 4^upsample."""
         detect_width, detect_height = self._detection_size(width, height)
-        return detect_width * detect_height * 4**upsample
+        return detect_width * detect_height * 4**level
 
-    def resolve_upsample(self, width: int, height: int, upsample: Upsample) -> int:
-        """The upsampling level a detection of a ``width`` x ``height`` image runs at: ``upsample`` itself,
+    def resolve_upsample(self, width: int, height: int, policy: UpsamplePolicy) -> int:
+        """The upsampling level a detection of a ``width`` x ``height`` image runs at: ``policy`` itself,
         or for ``"auto"`` the highest level whose scanned pixels stay within ``auto_scan_pixels`` (0 when
         even level 0 exceeds it: auto never costs more than level 0 on a large photo)."""
-        if upsample == AUTO:
+        if policy == AUTO:
             return max(
                 (
                     level
@@ -106,9 +109,9 @@ class FaceDetector:
                 ),
                 default=0,
             )
-        if not isinstance(upsample, int) or not 0 <= upsample <= MAX_UPSAMPLE:
-            raise ValueError(f"upsample must be {AUTO!r} or between 0 and {MAX_UPSAMPLE}, got {upsample!r}")
-        return upsample
+        if not isinstance(policy, int) or not 0 <= policy <= MAX_UPSAMPLE:
+            raise ValueError(f"upsample must be {AUTO!r} or between 0 and {MAX_UPSAMPLE}, got {policy!r}")
+        return policy
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """The array dlib sees and the factor that maps its boxes back to ``image``."""
@@ -122,13 +125,13 @@ class FaceDetector:
             image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         return np.ascontiguousarray(image), 1.0 / scale
 
-    def detect(self, image: np.ndarray, upsample: Upsample = 0) -> list[Detection]:
-        """Faces in an RGB (or grayscale) ``uint8`` image, largest first. ``upsample="auto"`` runs at
+    def detect(self, image: np.ndarray, policy: UpsamplePolicy = 0) -> list[Detection]:
+        """Faces in an RGB (or grayscale) ``uint8`` image, largest first. ``policy="auto"`` runs at
         :meth:`resolve_upsample`'s level; callers that report the level resolve it first."""
-        upsample = self.resolve_upsample(image.shape[1], image.shape[0], upsample)
+        level = self.resolve_upsample(image.shape[1], image.shape[0], policy)
         prepared, back = self._prepare(image)
         with self._lock:
-            rects, scores, _ = self._detector.run(prepared, upsample, 0.0)
+            rects, scores, _ = self._detector.run(prepared, level, 0.0)
         detections = []
         for rect, score in zip(rects, scores, strict=True):
             box = Box(rect.left(), rect.top(), rect.right(), rect.bottom())

@@ -6,7 +6,7 @@ refused it. A single photo is a batch of one (``PhotoPipeline.photo``). The face
 call go through the networks together, ``max_faces`` is applied here and nowhere else, and the time
 of each stage is reported the same way for one photo and for many (:attr:`Batch.stage_seconds`).
 
-Two things called "upsample" are kept apart: a *policy* (the detector's ``Upsample``: ``"auto"`` or a
+Two things called "upsample" are kept apart: a *policy* (the detector's ``UpsamplePolicy``: ``"auto"`` or a
 level; what the ``upsample`` query parameter, the ``--upsample`` option and the default_upsample
 setting carry) and a *level* (an ``int``: the upsampling the detector runs at, a policy resolved for
 one image, answered as ``detection.upsample``).
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from app.inference.align import Border, Template, align_face
-from app.inference.detector import Detection, Upsample
+from app.inference.detector import Detection, UpsamplePolicy
 from app.inference.errors import (
     InferenceError,
     InvalidImageError,
@@ -126,7 +126,7 @@ class PhotoPipeline:
         """The ``model`` object of every answer."""
         return {"name": self.predictor.name, "version": self.predictor.version}
 
-    def decode(self, upload: Upload, policy: Upsample) -> tuple[np.ndarray, int]:
+    def decode(self, upload: Upload, policy: UpsamplePolicy) -> tuple[np.ndarray, int]:
         """The upright image and the level ``policy`` resolves to for it; refused if it is no image or
         over the pixel or detection limits."""
         try:
@@ -152,7 +152,7 @@ class PhotoPipeline:
             )
         return image, level
 
-    def run(self, uploads: Sequence[Upload], policy: Upsample, max_faces: int | None = None) -> Batch:
+    def run(self, uploads: Sequence[Upload], policy: UpsamplePolicy, max_faces: int | None = None) -> Batch:
         """Each upload decoded and its faces detected (at most ``max_faces``, largest first), then the
         faces of all of them through the networks at once."""
         seconds: list[tuple[str, float]] = []

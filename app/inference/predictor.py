@@ -10,7 +10,7 @@ import numpy as np
 
 from app.inference.calibration import ErrorCalibration, hard_face_flip
 from app.inference.checkpoint import LoadedModel, Stage
-from app.inference.detector import Box, Detection, FaceDetector, Upsample
+from app.inference.detector import Box, Detection, FaceDetector, UpsamplePolicy
 from app.inference.export import load_model
 from app.inference.geometry import Frame, crop_frame, frames_to_image, landmark_frames
 from app.inference.landmarks import FLIP_PERMUTATION
@@ -209,7 +209,7 @@ class LandmarkPredictor:
     # from their points in the frame before). Each batch form runs the crops of all images through
     # each stage's network together; one image is a batch of one.
 
-    def detect(self, image: np.ndarray, policy: Upsample = 0) -> list[Detection]:
+    def detect(self, image: np.ndarray, policy: UpsamplePolicy = 0) -> list[Detection]:
         """Faces in an RGB image, largest first, at the upsampling level ``policy`` names (``"auto"``:
         ``self.detector.resolve_upsample`` of the image's size)."""
         return self.detector.detect(image, policy)
@@ -230,7 +230,9 @@ class LandmarkPredictor:
             for found, (points, errors) in zip(detections, estimates, strict=True)
         ]
 
-    def predict(self, image: np.ndarray, policy: Upsample = 0, max_faces: int | None = None) -> list[Face]:
+    def predict(
+        self, image: np.ndarray, policy: UpsamplePolicy = 0, max_faces: int | None = None
+    ) -> list[Face]:
         """Every face in an RGB image, largest first (at most ``max_faces``), detected at ``policy``."""
         return self.faces([image], [self.detect(image, policy)[:max_faces]])[0]
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from app.inference.detector import Box, Detection, Upsample
+from app.inference.detector import Box, Detection, UpsamplePolicy
 from app.inference.geometry import landmark_frames
 from app.inference.pose import head_poses
 from app.inference.predictor import Face, LandmarkPredictor
@@ -45,7 +45,7 @@ class TrackerOptions:
     smoothing: bool = True
     min_cutoff: float = MIN_CUTOFF_HZ
     beta: float = BETA
-    upsample: Upsample = "auto"
+    upsample: UpsamplePolicy = "auto"
     max_faces: int | None = None
 
 
