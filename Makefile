@@ -47,6 +47,7 @@ container-check: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.run --write docs/PERFORMANCE.md
 	$(BIN)/python -m bench.detection --write docs/PERFORMANCE.md
+	$(BIN)/python -m bench.video --write docs/PERFORMANCE.md
 
 load: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.load
