@@ -139,18 +139,22 @@ class PhotoPipeline:
                     f"{', '.join(SUPPORTED_FORMATS)}"
                 ) from exc
             raise
-        height, width = image.shape[:2]
+        return image, self.detection_level(image.shape[1], image.shape[0], policy)
+
+    def detection_level(self, width: int, height: int, policy: UpsamplePolicy) -> int:
+        """The level ``policy`` resolves to for a ``width`` x ``height`` picture; TooManyPixelsError if
+        the detector would scan more than ``max_detect_pixels`` there. This refuses work the pixel limit
+        alone would let through: a small, highly compressed file of a large image with upsample=2 would
+        make dlib scan 16 times its pixels (gigabytes, a minute)."""
         detector = self.predictor.detector
         level = detector.resolve_upsample(width, height, policy)
-        # Refuse work the pixel limit alone would let through: a small, highly compressed file of a
-        # large image with upsample=2 would make dlib scan 16 times its pixels (gigabytes, a minute).
         scanned = detector.scanned_pixels(width, height, level)
         if scanned > self.max_detect_pixels:
             raise TooManyPixelsError(
                 f"with upsample={level} the detector would scan {scanned} pixels for this {width}x{height} "
                 f"image; the limit is {self.max_detect_pixels}: send a smaller image or a lower upsample"
             )
-        return image, level
+        return level
 
     def run(self, uploads: Sequence[Upload], policy: UpsamplePolicy, max_faces: int | None = None) -> Batch:
         """Each upload decoded and its faces detected (at most ``max_faces``, largest first), then the
