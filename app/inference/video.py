@@ -9,6 +9,7 @@ streams and ``face-landmarks video`` writes.
 """
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,15 @@ from PIL import Image
 from app.inference.errors import InvalidVideoError, TooManyFramesError, TooManyPixelsError
 from app.inference.predictor import LandmarkPredictor
 from app.inference.tracking import FaceTracker, TrackedFace, TrackerOptions
+
+# The containers FFmpeg may open, reading local files only. Others read the files or URLs that a script
+# inside the upload names (concat, recognised from its first line; HLS playlists). OpenCV reads this at
+# each open; set here, at import, because setting the environment while other threads read it is unsafe.
+FFMPEG_CAPTURE_OPTIONS = (
+    "format_whitelist;mov,mp4,m4a,3gp,3g2,mj2,avi,matroska,webm,asf,mpegts,mpeg,ogg,flv"
+    "|protocol_whitelist;file"
+)
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_CAPTURE_OPTIONS)
 
 # A frame rate past this is no real video's (a broken header): refused like a missing one.
 MAX_FPS = 1000.0

@@ -67,11 +67,21 @@ def end_of(data: bytes, box: bytes) -> int:
     return next(end for kind, _, end in videos.mp4_boxes(data) if kind == box)
 
 
-def playlist() -> bytes:
-    """An HLS playlist whose one segment is a video file on the server's disk (here the test's own)."""
+def private_video() -> Path:
+    """A video file on the server's disk beside the spooled uploads (the temporary folder)."""
     target = Path(tempfile.gettempdir()) / "landmarks-test-private.avi"
     target.write_bytes(videos.gradient_avi(5, 96, 72))
-    return f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{target}\n#EXT-X-ENDLIST\n".encode()
+    return target
+
+
+def playlist() -> bytes:
+    """An HLS playlist whose one segment is a video file on the server's disk."""
+    return f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{private_video()}\n#EXT-X-ENDLIST\n".encode()
+
+
+def concat_script() -> bytes:
+    """FFmpeg's concat script (recognised from its first line, whatever the name) naming a file beside it."""
+    return f"ffconcat version 1.0\nfile {private_video().name}\n".encode()
 
 
 AVI = videos.gradient_avi(10, 96, 72)  # 10 frames of 96x72, MJPEG; index at the end
@@ -96,6 +106,12 @@ CASES: list[HostileVideo] = [
     HostileVideo(
         "HLS playlist naming a video on the server's disk",
         lambda c: upload(playlist(), "a.m3u8")(c),
+        400,
+        "invalid_video",
+    ),
+    HostileVideo(
+        "ffconcat script naming a video beside the upload",
+        lambda c: upload(concat_script())(c),
         400,
         "invalid_video",
     ),
