@@ -36,9 +36,27 @@ SLOW_FIXTURES = frozenset({"live_server", "browser"})
 _current: list[pytest.Item] = []
 
 
+# In-process tests that each cost seconds of CPU, slow too so that the fast tier stays near a minute on 2
+# cores: a module, a test (all its parameters) or one parametrised case.
+HEAVY_TESTS = (
+    "tests/robustness/test_schema_fuzz.py",  # schemathesis: hundreds of generated requests
+    "tests/inference/test_runtime.py::test_serving_a_request_imports_no_torch",  # a fresh interpreter each
+    "tests/inference/test_runtime.py::test_the_export_on_each_onnx_runtime_gives_the_torch_answers_on_real_faces",
+    "tests/inference/test_checkpoint.py::test_two_processes_saving_one_checkpoint_at_once_both_succeed",
+    "tests/inference/test_calibration.py::test_hard_faces_and_only_they_are_averaged_with_their_mirror_image",
+    "tests/inference/test_predictor.py::test_the_settings_switch_the_hard_face_flip",
+    "tests/api/test_detection_policy.py::test_explicit_upsample_is_honoured[2]",
+    "tests/api/test_video.py::test_limits_are_413_with_a_clear_error",
+)
+
+
+def is_heavy(nodeid: str) -> bool:
+    return any(nodeid == t or nodeid.startswith(t + "::") or nodeid.split("[")[0] == t for t in HEAVY_TESTS)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or is_heavy(item.nodeid):
             item.add_marker(pytest.mark.slow)
 
 
