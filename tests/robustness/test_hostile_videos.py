@@ -406,3 +406,29 @@ def test_memory_stays_bounded_under_the_whole_table(server, http):
     after = rss_bytes(server.process.pid)
     print(f"RSS after warm-up {baseline / MiB:.0f} MiB, after the table again {after / MiB:.0f} MiB")
     assert after - baseline <= TABLE_GROWTH_BOUND, f"grew by {(after - baseline) / MiB:.0f} MiB"
+
+
+CONTAINERS = [
+    ("MJPG", ".avi"),
+    ("XVID", ".avi"),
+    ("mp4v", ".mp4"),
+    ("mp4v", ".mov"),
+    ("MJPG", ".mkv"),
+    ("VP80", ".webm"),
+    ("VP90", ".webm"),
+    ("WMV2", ".wmv"),
+    ("mp4v", ".ts"),
+    ("mp4v", ".mpg"),
+    ("FLV1", ".flv"),
+]
+
+
+@pytest.mark.parametrize(("fourcc", "suffix"), CONTAINERS, ids=[f"{f} {s}" for f, s in CONTAINERS])
+def test_every_served_container_decodes_under_the_container_whitelist(http, fourcc, suffix):
+    data = videos.opencv_video(4, 96, 72, fourcc=fourcc, suffix=suffix)
+    response = http.post(
+        "/landmarks/video", files={"video": (f"clip{suffix}", data, "application/octet-stream")}
+    )
+    assert response.status_code == 200, response.text
+    lines = ndjson(response)
+    assert lines[0]["video"]["width"] == 96 and lines[-1]["summary"]["frames"] == 4, (lines[0], lines[-1])
