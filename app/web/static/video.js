@@ -144,6 +144,13 @@ function cannotPlayText(run) {
   return `This browser cannot play ${run.format}; landmarks were computed for ${frames}${soFar}.`;
 }
 
+// The can't-play message, unless the answer has ended in an error: that one stays (the video element's
+// own error may come after it).
+function sayCannotPlay(run) {
+  if (run.finished && (run.failed || !run.done)) return;
+  showMessage("cannot-play", cannotPlayText(run));
+}
+
 function updateProgress(run) {
   if (run !== current) return;
   const total = run.header ? run.header.video.frames : 0;
@@ -160,7 +167,7 @@ function updateProgress(run) {
   const of = total > 0 ? ` / ${run.done ? last : total}` : "";
   ui.progressText.textContent = `${last}${of} frames${run.done ? "" : "…"} · ${run.frames.length} processed`;
   ui.result.dataset.processed = String(run.frames.length);
-  if (run.playable === false) showMessage("cannot-play", cannotPlayText(run));
+  if (run.playable === false) sayCannotPlay(run);
 }
 
 function summarize(run) {
@@ -257,6 +264,7 @@ export async function showVideo(file) {
     frames: [],
     lines: [],
     done: false,
+    finished: false,
     failed: null,
     playable: null,
     scrubbed: false,
@@ -315,6 +323,8 @@ export async function showVideo(file) {
     await analyze(run, response);
   } catch (error) {
     if (error.name === "AbortError" || run !== current) return;
+    run.finished = true;
+    run.failed = run.failed || { message: error.message };
     showMessage("error", `The service could not be reached: ${error.message}`);
     setState("error");
   }
@@ -332,7 +342,7 @@ function cannotPlay(run) {
   ui.result.dataset.playable = "no";
   ui.stage.classList.add("no-video");
   ui.scrub.hidden = false;
-  showMessage("cannot-play", cannotPlayText(run));
+  sayCannotPlay(run);
   redraw(run);
 }
 
