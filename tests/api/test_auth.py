@@ -13,11 +13,12 @@ from app.api.auth import ApiKeys, key_id
 from app.config import Settings
 from app.main import create_app
 from tests.api.test_errors import assert_error
-from tests.conftest import LFPW, SHIPPED_MODEL, LiveServer, make_client, wait_ready
+from tests.conftest import DATA, LFPW, SHIPPED_MODEL, LiveServer, make_client, wait_ready
 from tests.robustness.live import read_response
 
 KEYS = ["first-key-5f0c2a", "second-key-91be77"]
 FACE = LFPW / "image_0001.png"
+CLIP = DATA / "video" / "interview_turns.mp4"
 OPEN_PATHS = ["/health/live", "/health/ready", "/metrics", "/docs", "/openapi.json"]
 
 
@@ -29,6 +30,9 @@ def keyed() -> Iterator[TestClient]:
 
 
 def post_face(client, path: str = "/landmarks", headers: dict | None = None):
+    if path.endswith("/video"):  # the video route takes a clip: its first frame is enough
+        files = {"video": (CLIP.name, CLIP.read_bytes(), "video/mp4")}
+        return client.post(path, headers=headers, params={"max_frames": 1}, files=files)
     field = "images" if path.endswith("/batch") else "image"
     return client.post(path, headers=headers, files={field: ("f.png", FACE.read_bytes(), "image/png")})
 
