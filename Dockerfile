@@ -1,22 +1,20 @@
-# Face-landmarks service image: CPU-only torch, dlib from prebuilt wheels, the checkpoint baked in.
+# Face-landmarks service image: the networks' ONNX export on ONNX Runtime (no torch), dlib from
+# prebuilt wheels, the model baked in.
 #
 #   docker build -t face-landmarks .                       # or: docker compose build
 #   docker run --rm -p 8000:8000 face-landmarks
 #
 # Stage 1 builds a virtual environment with every runtime dependency; stage 2 copies only that
 # venv onto a clean base, so pip caches, build requirements and wheel files stay out of the image.
-# Wheels put in ./wheels (git-ignored) are preferred over the index: that is how a CPU build of
-# torch gets in without reaching a torch-specific index. See docs/DEPLOYMENT.md.
+# Wheels put in ./wheels (git-ignored) are preferred over the index (offline builds, mirrors). See
+# docs/DEPLOYMENT.md.
 
 # The runtime requirements, read from pyproject.toml. Only this file's content reaches the builder,
-# so editing other parts of pyproject.toml (extras, tool settings) does not reinstall torch.
+# so editing other parts of pyproject.toml (extras, tool settings) does not reinstall the dependencies.
 FROM python:3.11-slim-bookworm AS requirements
-# The torch build that pyproject's `torch==X` pin is narrowed to (`torch==X+cpu`), so that a
-# missing CPU wheel fails the build at once instead of pulling several GB of CUDA libraries.
-ARG TORCH_LOCAL_VERSION=cpu
 WORKDIR /src
 COPY pyproject.toml ./
-RUN python -c "import re, tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(re.sub(r'^torch==([^+;\s]+)$', r'torch==\1+${TORCH_LOCAL_VERSION}', d) for d in deps))" > /requirements.txt \
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /requirements.txt \
     && cat /requirements.txt
 
 
@@ -34,33 +32,46 @@ ENV PIP_NO_CACHE_DIR=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
+# strip, for the shared libraries below (in this stage only).
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN python -m venv /opt/venv
 
 WORKDIR /src
 
-# Dependencies first, in their own layer: changing the code does not reinstall torch.
+# Dependencies first, in their own layer: changing the code does not reinstall them. The service needs
+# no torch (it runs the ONNX export): fail the build if something pulled it in.
 COPY wheels/ /wheels/
 COPY --from=requirements /requirements.txt /tmp/requirements.txt
 RUN pip install --find-links /wheels -r /tmp/requirements.txt \
-    && python -c "import torch, sys; sys.exit(f'torch {torch.__version__} is a CUDA build' if torch.version.cuda else 0)" \
+    && python -c "import importlib.util, sys; sys.exit('torch is in the serving image' if importlib.util.find_spec('torch') else 0)" \
     && pip check
 
-# Files that a CPU inference service never opens: C++ headers and test binaries of torch, the test
-# suites of numpy/sympy/networkx and friends (about 250 MB together).
+# Files a CPU inference service never opens: ONNX Runtime's C library (the Python module has its own
+# copy of the runtime linked in; 35 MB), its model tools, the test suites of numpy and friends,
+# numpy's f2py and C headers, Pillow's AVIF plugin (imaging.py accepts no AVIF; 5 MB with libavif), and
+# uvloop's symbol table (13 -> 2 MB). Only uvloop's: the libraries that auditwheel patched (numpy's,
+# OpenCV's) no longer load once stripped.
 RUN sp=/opt/venv/lib/python3.11/site-packages \
-    && rm -rf "$sp"/torch/include "$sp"/torch/test "$sp"/torch/share \
-        "$sp"/torch/bin/test_* "$sp"/torch/bin/*Test "$sp"/torch/bin/protoc* \
-        "$sp"/torch/lib/libjitbackend_test.so "$sp"/torch/lib/libtorchbind_test.so \
-        "$sp"/torch/lib/libbackend_with_compiler.so "$sp"/torch/lib/libaoti_custom_ops.so \
-    && find "$sp" -depth -type d -name tests -prune -exec rm -rf {} +
+    && rm -f "$sp"/onnxruntime/capi/libonnxruntime.so.* \
+    && rm -rf "$sp"/onnxruntime/tools "$sp"/onnxruntime/transformers "$sp"/onnxruntime/quantization \
+    && find "$sp" -depth -type d -name tests -prune -exec rm -rf {} + \
+    && rm -rf "$sp"/numpy/f2py "$sp"/numpy/_core/include "$sp"/bin/f2py /opt/venv/bin/f2py \
+    && rm -f "$sp"/PIL/_avif.* "$sp"/pillow.libs/libavif-* \
+    && strip --strip-unneeded "$sp"/uvloop/*.so \
+    && python -c "import uvloop, onnxruntime, cv2, numpy, dlib"
 
-# The service itself (no extras: training needs lightning, which stays out of this image).
+# The service itself (no extras: training needs torch and lightning, which stay out of this image).
 COPY pyproject.toml README.md ./
 COPY app/ app/
 # The page's HTML, CSS and JavaScript are package data (pyproject's package-data): check they came along.
+# Then pip and setuptools leave the venv (25 MB): the image installs nothing at run time.
 RUN pip install --no-deps . \
-    && python -c "import app.main" \
-    && python -c "import sys; from app.web.routes import PAGE, STATIC_DIR; sys.exit(0 if PAGE.is_file() and (STATIC_DIR / 'app.js').is_file() else 'the page is missing from the installed package')"
+    && python -c "import app.main, sys; sys.exit('app.main imports torch' if 'torch' in sys.modules else 0)" \
+    && python -c "import sys; from app.web.routes import PAGE, STATIC_DIR; sys.exit(0 if PAGE.is_file() and (STATIC_DIR / 'app.js').is_file() else 'the page is missing from the installed package')" \
+    && pip uninstall --yes pip setuptools wheel
 
 
 FROM python:3.11-slim-bookworm AS runtime
@@ -74,16 +85,19 @@ RUN groupadd --system --gid 10001 landmarks \
         --shell /usr/sbin/nologin landmarks
 
 COPY --from=builder /opt/venv /opt/venv
-# Owned by root and read-only to the service user: the process cannot alter its own model.
-COPY models/landmarks.pt /app/models/landmarks.pt
+# Owned by root and read-only to the service user: the process cannot alter its own model. The ONNX
+# export and its manifest only (checksums checked at start-up); the torch checkpoint stays out.
+COPY models/landmarks.json models/landmarks.stage*.onnx /app/models/
 
 # Settings (all overridable with -e / compose `environment:` / the pod spec). uvicorn reads
-# WEB_CONCURRENCY itself; keep LANDMARKS_TORCH_THREADS x WEB_CONCURRENCY <= the CPUs granted.
+# WEB_CONCURRENCY itself; keep LANDMARKS_TORCH_THREADS (the runtime's threads per worker, whatever
+# the runtime) x WEB_CONCURRENCY <= the CPUs granted.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     WEB_CONCURRENCY=1 \
-    LANDMARKS_MODEL_PATH=/app/models/landmarks.pt \
+    LANDMARKS_MODEL_PATH=/app/models/landmarks.json \
+    LANDMARKS_RUNTIME=onnxruntime \
     LANDMARKS_LOG_LEVEL=info \
     LANDMARKS_MAX_UPLOAD_BYTES=10485760 \
     LANDMARKS_MAX_PIXELS=40000000 \
@@ -99,10 +113,10 @@ WORKDIR /app
 USER 10001:10001
 EXPOSE 8000
 
-# Ready, not merely alive: 503 until the checkpoint is loaded. The first start loads torch + model.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+# Ready, not merely alive: 503 until the model is loaded and warmed up (about 2 s).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=4)"]
 
-# The launcher loads the checkpoint once (exit 3 if it is bad, whatever WEB_CONCURRENCY is), then
+# The launcher loads the model once (exit 3 if it is bad, whatever WEB_CONCURRENCY is), then
 # replaces itself with uvicorn; other options are passed on to uvicorn.
 CMD ["face-landmarks", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-server-header"]

@@ -161,6 +161,9 @@ class EvaluateConfig:
     head: str = option(
         "", "read this head of the last stage (e.g. aflw2000), not the served one: a measurement"
     )
+    runtime: Literal["onnxruntime", "openvino", "torch"] = option(
+        "onnxruntime", "what runs the networks (onnxruntime: the service's; torch: the checkpoint's)"
+    )
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.inference import Box, FaceDetector, LandmarkPredictor
-from app.inference.checkpoint import load_checkpoint
+from app.inference.export import load_model
 from training.config import EvaluateConfig
 from training.folders import scan_folder
 from training.heads import serve_head
@@ -161,7 +161,9 @@ def one_image(predictor: LandmarkPredictor) -> LandmarkMethod:
 
 
 def build_methods(config: EvaluateConfig) -> tuple[LandmarkPredictor, dict[str, LandmarkMethod]]:
-    model = load_checkpoint(config.checkpoint)
+    # The served model as served: the ONNX export beside a checkpoint on an ONNX runtime. Another head
+    # is selected in the torch checkpoint (then exported in memory by an ONNX runtime).
+    model = load_model(config.checkpoint, "torch" if config.head else config.runtime)
     if config.head:
         model = serve_head(model, config.head)
     detector = FaceDetector(on_gray=config.detect_on_gray)
@@ -172,11 +174,12 @@ def build_methods(config: EvaluateConfig) -> tuple[LandmarkPredictor, dict[str, 
         "both": [("ours", False), ("ours+flip", True)],
     }[config.flip_test_time]
     methods: dict[str, LandmarkMethod] = {
-        name: one_image(LandmarkPredictor(model, detector, flip_test_time=flip)) for name, flip in variants
+        name: one_image(LandmarkPredictor(model, detector, flip_test_time=flip, runtime=config.runtime))
+        for name, flip in variants
     }
     if config.baseline:
         methods["dlib"] = DlibShapePredictor()
-    return LandmarkPredictor(model, detector), methods
+    return LandmarkPredictor(model, detector, runtime=config.runtime), methods
 
 
 def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
