@@ -130,10 +130,10 @@ class Settings(BaseSettings):
         "then runs on the frame, and the track ends unless it finds the face again.",
     )
     smoothing_min_cutoff: float = Field(
-        1.0, gt=0, description="One-Euro filter: cut-off (Hz) of a still face's points (lower = smoother)."
+        0.5, gt=0, description="One-Euro filter: cut-off (Hz) of a still face's points (lower = smoother)."
     )
     smoothing_beta: float = Field(
-        10.0,
+        15.0,
         ge=0,
         description="One-Euro filter: how fast the cut-off rises with the face's speed (in face sizes per "
         "second); higher = less lag on moving faces, more jitter.",
