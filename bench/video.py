@@ -327,6 +327,7 @@ class Run:
 
     fps: float = 0.0
     frames: list[list[FrameFace]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # seconds, the lines' times
     timing: Timing = field(default_factory=Timing)
     detector_runs: int = 0
 
@@ -358,6 +359,7 @@ def tracked(
                 run.frames.append(
                     [FrameFace(f["track_id"], box_of(f), np.array(f["landmarks"])) for f in line["faces"]]
                 )
+                run.times.append(line["time"])
                 if len(run.frames) == timed:
                     run.timing = clock.timing(timed)
             elif "summary" in line:
