@@ -230,11 +230,10 @@ class LandmarkPredictor:
             for found, (points, errors) in zip(detections, estimates, strict=True)
         ]
 
-    def predict(
-        self, image: np.ndarray, policy: UpsamplePolicy = 0, max_faces: int | None = None
-    ) -> list[Face]:
-        """Every face in an RGB image, largest first (at most ``max_faces``), detected at ``policy``."""
-        return self.faces([image], [self.detect(image, policy)[:max_faces]])[0]
+    def predict(self, image: np.ndarray, policy: UpsamplePolicy = 0) -> list[Face]:
+        """Every face in an RGB image, largest first, detected at ``policy`` (the photo pipeline,
+        ``app.inference.pipeline``, adds decoding, the limits and ``max_faces``)."""
+        return self.faces([image], [self.detect(image, policy)])[0]
 
     def estimate(
         self,
