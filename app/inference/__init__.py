@@ -1,7 +1,8 @@
 """The inference layer: image bytes in, faces with 68 landmarks out.
 
 Pure Python, numpy, OpenCV, Pillow, dlib and torch; it imports no web framework and nothing from
-``training``. The service, the CLI and the evaluation all go through :class:`LandmarkPredictor`.
+``training``. The service, the CLI and the evaluation all go through :class:`LandmarkPredictor`; photos
+(bytes) go through ``pipeline.PhotoPipeline`` first, the one path of the photo routes, the batch and the CLI.
 """
 
 from app.inference.detector import Box, Detection, FaceDetector
