@@ -47,6 +47,12 @@ HEAVY_TESTS = (
     "tests/inference/test_predictor.py::test_the_settings_switch_the_hard_face_flip",
     "tests/api/test_detection_policy.py::test_explicit_upsample_is_honoured[2]",
     "tests/api/test_video.py::test_limits_are_413_with_a_clear_error",
+    "tests/inference/test_checkpoint.py::test_half_precision_storage_halves_the_file_and_serves_nearly_the_same_points",
+    "tests/inference/test_checkpoint.py::test_a_cascade_serves_the_first_head_and_an_error_estimate",
+    "tests/inference/test_runtime.py::test_a_corrupt_graph_or_a_stale_export_is_refused",
+    "tests/api/test_detection_policy.py::test_budget_and_detection_limit_are_settings",
+    "tests/api/test_health_metrics.py::test_a_second_lifespan_on_the_same_app_becomes_ready_again",
+    "tests/inference/test_detector.py::test_auto_budget_is_inclusive_and_counts_what_max_side_leaves",
 )
 
 
