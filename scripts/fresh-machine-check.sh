@@ -4,7 +4,7 @@
 # `make test` (or the command given) in a clean clone of this repo's HEAD, with ../shared beside it
 # read-only. Not part of CI (it installs everything from scratch: tens of minutes on 2 cores).
 #
-#   bash scripts/fresh-machine-check.sh [COMMAND]      default COMMAND: make test
+#   bash scripts/fresh-machine-check.sh [COMMAND|SCRIPT] default: make test; SCRIPT: a file run with bash
 #   bash scripts/fresh-machine-check.sh --rootfs-only  only make the cached rootfs (no engine needed)
 #
 # Needs root and a running Docker engine. This machine's pip settings (index, find-links, the local
@@ -57,6 +57,12 @@ mounts=()
 for dir in /opt/wheels /opt/pypi /opt/pypi-more; do
     [ -d "$dir" ] && mounts+=(-v "$dir:$dir:ro")
 done
+
+# A script file on this machine runs as it is (no quoting to get right).
+if [ -f "$command" ]; then
+    cp "$command" "$work/etc/command.sh"
+    command="bash /host-etc/command.sh"
+fi
 
 name=fresh-machine-$$
 log "container $name: apt-get install $PACKAGES, then: $command"
