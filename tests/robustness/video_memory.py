@@ -5,7 +5,8 @@
 Starts one uvicorn worker with the default settings, and reports its RSS (with psutil, as bench/load.py
 does) idle, while the longest shared clips stream whole and after, a 100-frame cut against the whole
 702-frame clip (decoding is one frame at a time: memory must not grow with length), four videos at once
-with a photo client beside them, and a small AVI whose fourth frame is 16000x16000.
+with a photo client beside them, a small AVI whose fourth frame is 16000x16000, and one and four videos
+of 6000x6000 frames (within the 40-megapixel limit) at once.
 """
 
 import threading
@@ -43,6 +44,13 @@ def photos_until(url: str, stop: threading.Event) -> list[int]:
             files = {"image": ("face.png", FACE.read_bytes(), "image/png")}
             statuses.append(client.post(f"{url}/landmarks", files=files).status_code)
     return statuses
+
+
+def at_once(count: int, work: Callable[[], str]) -> str:
+    with ThreadPoolExecutor(count) as pool:
+        lines = list(pool.map(lambda _: work(), range(count)))
+    done = sum(line.startswith('{"summary"') for line in lines)
+    return f"{done}/{count} summaries"
 
 
 def measure(server: LiveServer, label: str, work: Callable[[], str]) -> None:
@@ -96,6 +104,13 @@ def main() -> None:
             f"AVI of {len(huge) / 1e6:.0f} MB: 3 frames of 160x120, then one of 16000x16000",
             lambda: post_video(url, huge, "huge.avi"),
         )
+        large = videos.mjpeg_avi([videos.flat_jpeg(6000, 6000, colour=True)] * 2, 6000, 6000)
+        for count in (1, 4):
+            measure(
+                server,
+                f"{count} at once: a {len(large) / 1e6:.0f} MB AVI of 2 frames of 6000x6000",
+                lambda count=count: at_once(count, lambda: post_video(url, large, "large.avi")),
+            )
         print(f"end: {rss_bytes(server.process.pid) / MiB:.0f} MiB")
 
 
