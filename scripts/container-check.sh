@@ -86,7 +86,7 @@ bash scripts/validate-k8s.sh
 
 # --- 2. build inputs -----------------------------------------------------------------------------
 
-[ -f models/landmarks.pt ] || die "models/landmarks.pt is missing: the image bakes the checkpoint in"
+[ -f models/landmarks.json ] || die "models/landmarks.json is missing: the image bakes the ONNX export in (face-landmarks-train export)"
 [ -f "$SAMPLE_IMAGE" ] || die "sample photo $SAMPLE_IMAGE not found (set LANDMARKS_SHARED_DIR)"
 
 ensure_torch_wheel
@@ -202,13 +202,92 @@ if [ -z "$uid" ] || [ "$uid" = 0 ]; then die "the service runs as uid '$uid' (ro
 log "the service runs as uid $uid, not root"
 
 compose exec -T landmarks python -c "
-import importlib.util, torch
-assert torch.version.cuda is None, 'CUDA build of torch in the image'
-extras = [m for m in ('lightning', 'matplotlib') if importlib.util.find_spec(m)]
+import importlib.util
+extras = [m for m in ('torch', 'lightning', 'matplotlib') if importlib.util.find_spec(m)]
 assert not extras, f'training-only packages in the image: {extras}'
-print(f'  torch {torch.__version__} (CPU build); no training-only packages')
 "
+if compose exec -T landmarks python -c "import torch" >/dev/null 2>&1; then
+    die "python -c 'import torch' succeeds in the image: the service must not carry torch"
+fi
+log "python -c 'import torch' fails in the image, as it should (no torch, lightning or matplotlib)"
 
 size=$(docker image inspect --format '{{.Size}}' "$IMAGE")
 log "image $IMAGE: $(awk -v s="$size" 'BEGIN {printf "%.0f MB (%.2f GiB)", s / 1e6, s / 2^30}')"
 docker stats --no-stream --format '  memory in use: {{.MemUsage}}' "$(compose ps -q landmarks)"
+
+# --- 6. one worker's memory and the time to ready, as an operator sizes a node ---------------------
+
+# A container of one worker on one CPU, started afresh: seconds from `docker run` to /health/ready 200,
+# the worker's resident memory idle, then its peak (VmHWM) under bench/load.py's 64 clients.
+log "one worker: start to ready, memory idle and under the 64-client load of bench.load"
+PYTHONPATH=$repo "$VENV/bin/python" - "$IMAGE" "$PROJECT-single" <<'PY'
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+
+from bench.load import drive, request_mix
+
+image, name = sys.argv[1], sys.argv[2]
+with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+url = f"http://127.0.0.1:{port}"
+
+
+def worker_kib(field: str) -> int:
+    """``field`` (VmRSS, VmHWM) of the worker: the container's process that holds the model."""
+    script = (
+        "import os\n"
+        "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    cmd = open(f'/proc/{pid}/cmdline', 'rb').read()\n"
+        "    if b'uvicorn' in cmd and b'app.main:app' in cmd:\n"
+        f"        print(open(f'/proc/{{pid}}/status').read().split('{field}:')[1].split()[0])\n"
+    )
+    out = subprocess.run(["docker", "exec", name, "python", "-c", script], capture_output=True, text=True)
+    return int(out.stdout.split()[0])
+
+
+subprocess.run(["docker", "rm", "--force", name], capture_output=True)
+started = time.monotonic()
+subprocess.run(
+    ["docker", "run", "--detach", "--name", name, "--cpus", "1", "-e", "WEB_CONCURRENCY=1",
+     "-p", f"127.0.0.1:{port}:8000", image],
+    check=True,
+    stdout=subprocess.DEVNULL,
+)
+try:
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health/ready", timeout=1) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() - started > 60:
+            sys.exit("the one-worker container was not ready 60 s after docker run")
+        time.sleep(0.02)
+    ready = time.monotonic() - started
+    print(f"  start to ready: {ready:.1f} s (docker run to the first 200 of /health/ready)")
+    time.sleep(2)
+    idle = worker_kib("VmRSS") / 1024
+    print(f"  one worker idle: {idle:.0f} MiB resident")
+    kinds = [kind for kind in request_mix(0.0) if kind.good]
+    drive(url, kinds, 64, 4.0, seed=1)  # warm-up, as bench.load does
+    results, elapsed = drive(url, kinds, 64, 20.0, seed=2)
+    statuses = Counter(result.status for result in results)
+    peak = worker_kib("VmHWM") / 1024
+    print(
+        f"  64 clients, 20 s: {len(results)} requests ({len(results) / elapsed:.1f}/s), statuses "
+        f"{dict(statuses)}; the worker's peak: {peak:.0f} MiB resident (VmHWM)"
+    )
+    targets = [("start to ready", ready, 5.0, "s"), ("idle", idle, 150, "MiB"), ("peak", peak, 250, "MiB")]
+    for label, value, target, unit in targets:
+        print(f"  {label}: {value:.1f} {unit} (target <= {target} {unit}): {'ok' if value <= target else 'OVER'}")
+    if statuses.get(0) or any(status >= 500 and status != 503 for status in statuses):
+        sys.exit(f"failed requests under load: {dict(statuses)}")
+finally:
+    subprocess.run(["docker", "rm", "--force", name], capture_output=True)
+PY

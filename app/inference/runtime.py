@@ -54,6 +54,7 @@ class OnnxRuntimeNetwork:
     def __init__(self, graph: Any, threads: int | None) -> None:
         import onnxruntime as ort
 
+        ort.disable_telemetry_events()  # no usage telemetry from the service's processes
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per core
         options.inter_op_num_threads = 1
