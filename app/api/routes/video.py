@@ -24,11 +24,13 @@ from starlette.datastructures import UploadFile
 
 from app.api import metrics
 from app.api.admission import AdmissionRefused
-from app.api.deps import PredictorDep, SettingsDep, get_admission
+from app.api.deps import PipelineDep, SettingsDep, get_admission
 from app.api.errors import ApiError
 from app.api.routes.landmarks import ERRORS, UpsampleQuery
 from app.config import Settings, build_tracker_options
-from app.inference import InferenceError, LandmarkPredictor, TooManyPixelsError
+from app.inference import InferenceError
+from app.inference.detector import UpsamplePolicy
+from app.inference.pipeline import PhotoPipeline
 from app.inference.video import VideoLimits, VideoReader, video_lines
 
 logger = logging.getLogger("app.video")
@@ -124,18 +126,14 @@ async def read_video_upload(request: Request, settings: Settings) -> Path:
         await form.close()
 
 
-def open_video(path: Path, predictor: LandmarkPredictor, settings: Settings, upsample: Any) -> VideoReader:
-    """The video opened and its header checked against the limits, the detection budget included."""
+def open_video(
+    path: Path, pipeline: PhotoPipeline, settings: Settings, policy: UpsamplePolicy
+) -> VideoReader:
+    """The video opened and its header checked against the limits, the detection limit included (each
+    frame is a photo to the detector)."""
     reader = VideoReader(path, VideoLimits(settings.max_pixels, settings.max_video_frames))
     try:
-        width, height = reader.info.width, reader.info.height
-        level = predictor.detector.resolve_upsample(width, height, upsample)
-        scanned = predictor.detector.scanned_pixels(width, height, level)
-        if scanned > settings.max_detect_pixels:
-            raise TooManyPixelsError(
-                f"with upsample={level} the detector would scan {scanned} pixels of each {width}x{height} "
-                f"frame; the limit is {settings.max_detect_pixels}: send a smaller video or a lower upsample"
-            )
+        pipeline.detection_level(reader.info.width, reader.info.height, policy)
     except Exception:
         reader.close()
         raise
@@ -163,7 +161,7 @@ def encode(line: dict[str, Any]) -> bytes:
 )
 async def video(
     request: Request,
-    predictor: PredictorDep,
+    pipeline: PipelineDep,
     settings: SettingsDep,
     upsample: UpsampleQuery = None,
     stride: Annotated[int, Query(ge=1, le=10_000, description="Process every Nth frame.")] = 1,
@@ -177,11 +175,11 @@ async def video(
     path = await read_video_upload(request, settings)
     options = build_tracker_options(settings, smoothing=smoothing, upsample=upsample)
     try:
-        reader = await to_thread.run_sync(open_video, path, predictor, settings, options.upsample)
+        reader = await to_thread.run_sync(open_video, path, pipeline, settings, options.upsample)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    lines = video_lines(predictor, reader, options, stride=stride, max_frames=max_frames)
+    lines = video_lines(pipeline.predictor, reader, options, stride=stride, max_frames=max_frames)
     try:
         first = await to_thread.run_sync(next, lines)  # the frame limit is checked here
     except BaseException:
