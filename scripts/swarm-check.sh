@@ -17,7 +17,8 @@
 #                        flight then must still be answered
 #      Each phase waits for the service to converge (every task healthy, none left stopping), then
 #      keeps the load on for a few seconds more.
-#   5. per phase: requests, failures, p50 and p99 latency, the time to converge. Any failed request
+#   5. per phase: requests, failures, the requests nginx retried on another replica (from its access
+#      log), p50 and p99 latency, the time to converge. Any failed request
 #      (not a 200, not 68 finite points per face, or other faces than another replica gave for the same
 #      photo) fails the check.
 #
@@ -188,6 +189,9 @@ docker service scale --detach "$SERVICE=2" >/dev/null
 swarm_wait_converged "$SERVICE" 2 "$CONVERGE"
 converged
 
+# nginx's access log, before the stack and its logs go: which requests it sent to a second replica.
+docker service logs --raw --no-task-ids "${STACK}_lb" >"$work_dir/lb.log" 2>/dev/null
+
 phase "teardown"
 touch "$stop_file"
 bash scripts/swarm-down.sh "$STACK"
@@ -198,4 +202,5 @@ load_pid=""
 
 # --- 5. figures ----------------------------------------------------------------------------------
 
-"$VENV/bin/python" deploy/swarm/swarm_load.py report --records "$records" --phases "$phases"
+"$VENV/bin/python" deploy/swarm/swarm_load.py report --records "$records" --phases "$phases" \
+    --lb-log "$work_dir/lb.log"

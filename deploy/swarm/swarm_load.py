@@ -9,7 +9,9 @@ faces (count, and points within ``TOLERANCE_PX``) whichever replica answered it.
 times in epoch seconds, ``converged`` empty when the phase has no convergence), puts each request in the
 phase in which it started (``teardown``: the requests still in flight when it started, as the clients
 stop sending then), prints requests, failures, p50 and p99 latency and the convergence time per
-phase, and exits 1 if any request failed (or a phase saw none).
+phase, and exits 1 if any request failed (or a phase saw none). With ``--lb-log`` (nginx's access log,
+JSON lines, matched on the X-Request-ID the clients send) it also counts the requests that nginx sent to
+more than one replica, and what the replicas that could not answer them returned.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import math
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -64,10 +67,12 @@ class Load:
             turn = index
             while not self.stopped():
                 name, body = self.images[turn % len(self.images)]
+                request_id = f"swarm-check-{index}-{turn}"
                 turn += 1
                 start = time.time()
                 try:
-                    response = http.post(self.url, files={"image": (name, body)})
+                    headers = {"X-Request-ID": request_id}
+                    response = http.post(self.url, files={"image": (name, body)}, headers=headers)
                     faces, error = check_answer(response)
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
                     faces, error = None, f"{type(exc).__name__}: {exc}"
@@ -75,7 +80,7 @@ class Load:
                 with self.lock:
                     if faces is not None:
                         error = self.compare(name, faces)
-                    record = {"client": index, "photo": name, "start": start, "end": end}
+                    record = {"id": request_id, "photo": name, "start": start, "end": end}
                     self.records.append(record | {"ok": not error, "error": error})
 
     def compare(self, name: str, faces: list[list[list[float]]]) -> str:
@@ -103,6 +108,17 @@ def run(args: argparse.Namespace) -> None:
     print(f"swarm_load: {len(load.records)} requests from {args.clients} clients written to {args.out}")
 
 
+def lb_attempts(log: Path) -> dict[str, list[str]]:
+    """Request id -> the status of each replica nginx tried, in order ("502" also for a refused or
+    reset connection, "504" for a timeout), from nginx's JSON access log."""
+    attempts = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            attempts[entry["request_id"]] = [s.strip() for s in entry["upstream_status"].split(",")]
+    return attempts
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1)] if ordered else math.nan
@@ -115,7 +131,11 @@ def report(args: argparse.Namespace) -> int:
         name, start, converged = line.split("\t")
         phases.append((name, float(start), float(converged) if converged else None))
     bounds = [start for _, start, _ in phases[1:]] + [math.inf]
-    print(f"{'phase':<30} {'requests':>8} {'failed':>6} {'p50 ms':>7} {'p99 ms':>7} {'converged in':>12}")
+    tried = lb_attempts(args.lb_log) if args.lb_log else {}
+    print(
+        f"{'phase':<22} {'requests':>8} {'failed':>6} {'retried':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'converged in':>12}"
+    )
     empty = []
     for (name, start, converged), end in zip(phases, bounds, strict=True):
         if name == "teardown":
@@ -127,18 +147,23 @@ def report(args: argparse.Namespace) -> int:
         if not inside:
             empty.append(name)
         took = f"{converged - start:.1f} s" if converged is not None else "-"
+        retried = [tried[r["id"]] for r in inside if len(tried.get(r["id"], [])) > 1]
         print(
-            f"{name:<30} {len(inside):>8} {len(failed):>6} {percentile(latencies, 50):>7.0f} "
-            f"{percentile(latencies, 99):>7.0f} {took:>12}"
+            f"{name:<22} {len(inside):>8} {len(failed):>6} {len(retried) if tried else '-':>7} "
+            f"{percentile(latencies, 50):>7.0f} {percentile(latencies, 99):>7.0f} {took:>12}"
         )
+        if retried:
+            answers = Counter(status for statuses in retried for status in statuses[:-1])
+            print(f"    retried after: {', '.join(f'{n} x {status}' for status, n in answers.most_common())}")
         for record in failed[:5]:
             print(f"    {record['photo']} at +{record['start'] - start:.1f} s: {record['error']}")
     before = [r for r in records if phases and r["start"] < phases[0][1]]
     latencies = [(r["end"] - r["start"]) * 1000 for r in records]
     failed_all = sum(not r["ok"] for r in records)
+    retried_all = sum(len(tried.get(r["id"], [])) > 1 for r in records)
     print(
-        f"{'all':<30} {len(records):>8} {failed_all:>6} {percentile(latencies, 50):>7.0f} "
-        f"{percentile(latencies, 99):>7.0f} {'':>12}"
+        f"{'all':<22} {len(records):>8} {failed_all:>6} {retried_all if tried else '-':>7} "
+        f"{percentile(latencies, 50):>7.0f} {percentile(latencies, 99):>7.0f}"
     )
     if failed_all or empty or before:
         why = [f"{failed_all} failed requests"] if failed_all else []
@@ -164,6 +189,7 @@ def main() -> None:
     report_parser = commands.add_parser("report", help="per-phase figures; exit 1 on any failed request")
     report_parser.add_argument("--records", type=Path, required=True)
     report_parser.add_argument("--phases", type=Path, required=True)
+    report_parser.add_argument("--lb-log", type=Path, help="nginx's access log (docker service logs --raw)")
     args = parser.parse_args()
     if args.command == "run":
         run(args)
