@@ -1,6 +1,7 @@
 """The inference layer: image bytes in, faces with 68 landmarks out.
 
-Pure Python, numpy, OpenCV, Pillow, dlib and torch; it imports no web framework and nothing from
+Pure Python, numpy, OpenCV, Pillow, dlib and ONNX Runtime (torch only to read or export a checkpoint,
+or for the torch runtime); it imports no web framework and nothing from
 ``training``. The service, the CLI and the evaluation all go through :class:`LandmarkPredictor`; photos
 (bytes) go through ``pipeline.PhotoPipeline`` first, the one path of the photo routes, the batch and the CLI.
 """
