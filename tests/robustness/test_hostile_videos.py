@@ -13,6 +13,7 @@ import json
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +33,15 @@ VIDEO_BYTES = (
     8_000_000  # LANDMARKS_MAX_VIDEO_BYTES, smaller than the default so the oversized upload is quick
 )
 FRAME_LIMIT = 1_000  # LANDMARKS_MAX_VIDEO_FRAMES
+PIXEL_LIMIT = 4_000_000  # LANDMARKS_MAX_PIXELS: images at the limit stay quick to decode and detect
 UPLOAD_BYTES = 2_000_000  # LANDMARKS_MAX_UPLOAD_BYTES: the WebSocket's frame limit
 FACE = LFPW / "image_0002.png"  # one frontal face
 # Peak memory while a 600-frame 640x480 clip streams may exceed the level after warm-up by this (the
 # clip decoded whole would be 527 MiB); the whole table, run again, may leave this much behind.
 STREAM_GROWTH_BOUND = 64 * MiB
 TABLE_GROWTH_BOUND = 64 * MiB
+# Peak growth while four WebSocket frames at the pixel limit are in progress at once.
+FRAME_TURNS_GROWTH_BOUND = 64 * MiB
 
 Send = Callable[[httpx.Client], httpx.Response]
 
@@ -258,6 +262,7 @@ def server() -> Iterator[LiveServer]:
     env = {
         "LANDMARKS_MAX_VIDEO_BYTES": str(VIDEO_BYTES),
         "LANDMARKS_MAX_VIDEO_FRAMES": str(FRAME_LIMIT),
+        "LANDMARKS_MAX_PIXELS": str(PIXEL_LIMIT),
         "LANDMARKS_MAX_UPLOAD_BYTES": str(UPLOAD_BYTES),
         "LANDMARKS_LOG_LEVEL": "warning",
     }
@@ -363,6 +368,26 @@ def test_websocket_closes_on_a_hostile_message_with_its_code(server, http, messa
             websocket.send(message)
         assert close_code(websocket) == code
     assert_same_worker_serves(server, http)
+
+
+def test_websocket_frames_at_the_pixel_limit_take_turns_so_memory_stays_near_that_of_one(server):
+    """Four connections each send a flat 2000x2000 PNG (the pixel limit) at once: each frame holds its
+    pixels in the worker's budget while it is decoded and tracked, as a photo does, so they run one after
+    the other."""
+    data = inputs.large_flat_png(2000)
+
+    def one_frame(_: int) -> list:
+        with connect(ws_url(server), max_size=None) as websocket:
+            websocket.send(data)
+            return json.loads(websocket.recv(timeout=120))["faces"]
+
+    one_frame(0)  # warm-up: one alone
+    baseline = rss_bytes(server.process.pid)
+    with PeakRss(server.process.pid) as memory, ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one_frame, range(4))) == [[]] * 4
+    growth = memory.peak - baseline
+    print(f"peak RSS {baseline / MiB:.0f} -> {memory.peak / MiB:.0f} MiB")
+    assert growth <= FRAME_TURNS_GROWTH_BOUND, f"peak grew by {growth / MiB:.0f} MiB"
 
 
 # Memory

@@ -27,6 +27,7 @@ from starlette.websockets import WebSocketState
 
 from app.api import metrics
 from app.api.admission import AdmissionQueue, AdmissionRefused
+from app.api.budget import announced_pixels
 from app.api.state import service_state
 from app.config import Settings, UpsamplePolicy, build_tracker_options
 from app.inference import InferenceError
@@ -139,6 +140,8 @@ class StreamSession:
         self.ready.set()
 
     async def work(self) -> None:
+        budget = service_state(self.websocket.app).pixel_budget
+        assert budget is not None, "the lifespan makes the budget before serving"
         while True:
             await self.ready.wait()
             self.ready.clear()
@@ -149,7 +152,11 @@ class StreamSession:
                 continue
             try:
                 async with self.admission.slot():
-                    answer = await to_thread.run_sync(self.process, frame)
+                    # The frame holds its pixels in the worker's budget, as a photo does: large frames
+                    # from several connections take turns instead of decoding side by side.
+                    weight = await to_thread.run_sync(announced_pixels, frame.data, self.settings.max_pixels)
+                    async with budget.hold(weight):
+                        answer = await to_thread.run_sync(self.process, frame)
             except AdmissionRefused as exc:
                 if exc.reason == "shutting_down":
                     self.finish(CLOSE_TRY_AGAIN_LATER, "the server is shutting down: reconnect")
