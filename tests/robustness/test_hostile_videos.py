@@ -238,6 +238,23 @@ CASES: list[HostileVideo] = [
         413,
         "too_many_frames",
     ),
+    HostileVideo(
+        # The limit counts frames decoded, not announced: the stream ends in its error line.
+        f"header announcing 5 frames around {FRAME_LIMIT + 5} (every 100th tracked)",
+        lambda c: c.post(
+            "/landmarks/video",
+            params={"stride": 100},
+            files={
+                "video": (
+                    "a.avi",
+                    videos.mjpeg_avi([videos.flat_jpeg(16, 16)] * (FRAME_LIMIT + 5), 16, 16, total_frames=5),
+                )
+            },
+        ),
+        200,
+        "too_many_frames",
+        FRAME_LIMIT // 100,
+    ),
     HostileVideo("upload over the byte limit", upload(AVI + b"\0" * VIDEO_BYTES), 413, "payload_too_large"),
     # The form
     HostileVideo("video in the field 'image'", upload(AVI, field="image"), 400, "invalid_request"),
