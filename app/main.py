@@ -102,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     predictor = load_predictor(settings)
     state.pipeline = build_pipeline(settings, predictor)
     state.pixel_budget = PixelBudget(settings.max_pixels)
+    state.video_budget = PixelBudget(settings.max_pixels)
     logger.info(
         "model loaded",
         extra={

@@ -22,6 +22,9 @@ class ServiceState:
     api_keys: ApiKeys
     pipeline: PhotoPipeline | None = None
     pixel_budget: PixelBudget | None = None
+    # The frame pixels of the videos being decoded: each holds its frame size for its whole length, since
+    # its decoder keeps buffers of that size between frames (app.api.routes.video).
+    video_budget: PixelBudget | None = None
     ready: bool = False
     shutting_down: bool = False
     not_ready_reason: str | None = "model not loaded yet"

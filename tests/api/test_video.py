@@ -177,3 +177,27 @@ def test_openapi_documents_the_route_its_body_and_its_stream(client):
     assert "track_id" in operation["responses"]["200"]["description"]
     assert {p["name"] for p in operation["parameters"]} >= {"stride", "max_frames", "smoothing", "upsample"}
     assert {"400", "413"} <= set(operation["responses"])
+
+
+def test_large_videos_decode_one_after_another_within_the_worker_pixel_budget():
+    """Each video holds its frame pixels for its whole length (its decoder keeps buffers that large):
+    with room for one 512x512 video, a second one waits, and past the queue timeout is told to retry."""
+    clip = VIDEOS / "talking_head.mp4"
+    with make_client(max_pixels=300_000, queue_timeout_seconds=0.5) as client:
+        wait_ready(client)
+        with (
+            open(clip, "rb") as first,
+            client.stream(
+                "POST", "/landmarks/video", files={"video": ("a.mp4", first, "video/mp4")}
+            ) as running,
+        ):
+            assert running.status_code == 200
+            lines = running.iter_lines()
+            assert "video" in json.loads(next(lines))
+            second = post_video(client, clip, {"max_frames": 2})
+            assert second.status_code == 503
+            assert second.json()["error"]["code"] == "overloaded"
+            assert "Retry-After" in second.headers
+            assert "summary" in json.loads(list(lines)[-1])
+        # The first one is done: the next video gets the budget.
+        assert post_video(client, clip, {"max_frames": 2}).status_code == 200

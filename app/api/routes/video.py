@@ -13,6 +13,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from app.api.admission import AdmissionRefused
 from app.api.deps import PipelineDep, SettingsDep, get_admission
 from app.api.errors import ApiError
 from app.api.routes.landmarks import ERRORS, UpsampleQuery
+from app.api.state import service_state
 from app.config import Settings, build_tracker_options
 from app.inference import InferenceError
 from app.inference.detector import UpsamplePolicy
@@ -126,6 +128,27 @@ async def read_video_upload(request: Request, settings: Settings) -> Path:
         await form.close()
 
 
+def probe_video(path: Path, pipeline: PhotoPipeline, settings: Settings, policy: UpsamplePolicy) -> int:
+    """The pixels of the video's frames, its header checked (the decoder is closed again at once)."""
+    with open_video(path, pipeline, settings, policy) as reader:
+        return reader.info.width * reader.info.height
+
+
+async def hold_video_pixels(request: Request, stack: AsyncExitStack, pixels: int, settings: Settings) -> None:
+    """Wait for the video's frame pixels in the worker's video budget, held until ``stack`` closes: large
+    videos decode one after another, small ones side by side (first come, first served)."""
+    budget = service_state(request.app).video_budget
+    assert budget is not None, "the lifespan makes the budget before serving"
+    try:
+        with anyio.fail_after(settings.queue_timeout_seconds):
+            await stack.enter_async_context(budget.hold(pixels))
+    except TimeoutError as exc:
+        metrics.REJECTED.labels(reason="queue_timeout").inc()
+        raise AdmissionRefused(
+            "queue_timeout", "other large videos are being decoded on this worker; retry", 1
+        ) from exc
+
+
 def open_video(
     path: Path, pipeline: PhotoPipeline, settings: Settings, policy: UpsamplePolicy
 ) -> VideoReader:
@@ -174,9 +197,13 @@ async def video(
 ) -> StreamingResponse:
     path = await read_video_upload(request, settings)
     options = build_tracker_options(settings, smoothing=smoothing, upsample=upsample)
+    held = AsyncExitStack()
     try:
+        pixels = await to_thread.run_sync(probe_video, path, pipeline, settings, options.upsample)
+        await hold_video_pixels(request, held, pixels, settings)
         reader = await to_thread.run_sync(open_video, path, pipeline, settings, options.upsample)
     except BaseException:
+        await held.aclose()
         path.unlink(missing_ok=True)
         raise
     lines = video_lines(pipeline.predictor, reader, options, stride=stride, max_frames=max_frames)
@@ -185,10 +212,11 @@ async def video(
     except BaseException:
         lines.close()
         reader.close()
+        await held.aclose()
         path.unlink(missing_ok=True)
         raise
     return StreamingResponse(
-        _stream(request, first, lines, reader, path),
+        _stream(request, first, lines, reader, path, held),
         media_type=NDJSON,
         # X-Accel-Buffering: a proxy such as nginx passes each line on as it comes instead of buffering.
         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "X-Accel-Buffering": "no"},
@@ -200,7 +228,12 @@ def _next_or_none(lines: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 async def _stream(
-    request: Request, first: dict[str, Any], lines: Iterator[dict[str, Any]], reader: VideoReader, path: Path
+    request: Request,
+    first: dict[str, Any],
+    lines: Iterator[dict[str, Any]],
+    reader: VideoReader,
+    path: Path,
+    held: AsyncExitStack,
 ) -> AsyncIterator[bytes]:
     admission = get_admission(request)
     metrics.STREAMS.labels(source="video").inc()
@@ -224,6 +257,7 @@ async def _stream(
         metrics.STREAMS.labels(source="video").dec()
         with anyio.CancelScope(shield=True):  # also when the client went away
             await to_thread.run_sync(_close, lines, reader, path)
+            await held.aclose()
 
 
 def _close(lines: Iterator[dict[str, Any]], reader: VideoReader, path: Path) -> None:
