@@ -19,7 +19,7 @@ from training.cli import main
 from training.config import AugmentConfig, PrepareConfig
 from training.dataset import FaceCropDataset, split_items
 from training.folders import match_detection, scan_folder
-from training.split import is_validation, subset_folder
+from training.split import SPLIT_SALT, VAL_FRACTION, is_validation, subset_folder
 
 NO_PHOTOMETRIC = dict(brightness=0.0, contrast=0.0, colour=0.0, grayscale=0.0, blur=0.0)
 
@@ -50,6 +50,7 @@ def test_match_prefers_the_largest_box_holding_the_centre() -> None:
 def test_split_is_a_stable_hash_of_the_stem() -> None:
     # Fixed values: changing the rule or the salt would silently move images between the splits.
     salt = "face-landmarks-split-v1"
+    assert (salt, 0.15) == (SPLIT_SALT, VAL_FRACTION)
     assert [
         is_validation(s, 0.15, salt) for s in ["image00041", "image00044", "image00002", "image00006"]
     ] == [
@@ -180,7 +181,7 @@ def test_frame_in_patch_maps_patch_pixels_back_to_image_pixels() -> None:
 
 
 def test_training_and_validation_items_split_by_image(cache: FaceCache) -> None:
-    train, val = split_items([cache], 0.15, "face-landmarks-split-v1")
+    train, val = split_items([cache], VAL_FRACTION, SPLIT_SALT)
     assert {cache.stems[i] for _, i in val} == {"image00041", "image00044", "image00049"}
     assert len(train) + len(val) == len(cache)
 
@@ -193,7 +194,7 @@ def test_subset_keeps_the_validation_split_and_nested_fractions_of_the_rest(tmp_
     for stem in stems:  # a small labelled folder: each image with its .pts
         for path in source.glob(stem + ".*"):
             (folder / path.name).symlink_to(path)
-    val = {s for s in stems if is_validation(s, 0.15, "face-landmarks-split-v1")}
+    val = {s for s in stems if is_validation(s, VAL_FRACTION, SPLIT_SALT)}
     assert 0 < len(val) < len(stems)
 
     kept = {}
@@ -206,7 +207,7 @@ def test_subset_keeps_the_validation_split_and_nested_fractions_of_the_rest(tmp_
         assert val <= kept[fraction]
         assert len(kept[fraction] - val) == round(fraction * (len(stems) - len(val)))
     assert kept[0.25] <= kept[0.5] <= kept[1.0] == set(stems)
-    again = subset_folder(folder, 0.25, tmp_path / "again", 0, 0.15, "face-landmarks-split-v1")
+    again = subset_folder(folder, 0.25, tmp_path / "again", 0, VAL_FRACTION, SPLIT_SALT)
     assert {p.stem for p in (tmp_path / "again").glob("*.pts")} == kept[0.25]
     assert again == {
         "validation": len(val),
@@ -215,6 +216,6 @@ def test_subset_keeps_the_validation_split_and_nested_fractions_of_the_rest(tmp_
     }
 
     with pytest.raises(FileExistsError):
-        subset_folder(folder, 0.5, tmp_path / "again", 0, 0.15, "face-landmarks-split-v1")
+        subset_folder(folder, 0.5, tmp_path / "again", 0, VAL_FRACTION, SPLIT_SALT)
     with pytest.raises(ValueError, match="fraction"):
-        subset_folder(folder, 0.0, tmp_path / "none", 0, 0.15, "face-landmarks-split-v1")
+        subset_folder(folder, 0.0, tmp_path / "none", 0, VAL_FRACTION, SPLIT_SALT)

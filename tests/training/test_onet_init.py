@@ -12,8 +12,7 @@ from app.inference.model import ONetConfig, build_model
 from tests.training.conftest import LFPW, MENPO, train_args
 from training.cli import main
 from training.onet_init import MTCNN_MEAN, MTCNN_STD, import_onet_trunk, landmark_crops
-
-SALT = "face-landmarks-split-v1"
+from training.split import SPLIT_SALT as SALT
 
 
 def fake_mtcnn_onet(seed: int = 0) -> dict[str, torch.Tensor]:
