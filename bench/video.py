@@ -26,6 +26,7 @@ stores the report in its own section of that file.
 
 import argparse
 import math
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -807,6 +808,14 @@ def main() -> None:
             accuracy_rows(accuracy),
         )
     rows, met = target_rows(results, accuracy)
+    load = os.getloadavg()[0]
+    rows += [
+        "",
+        f"Load average at the end of the run: {load:.1f} on {os.cpu_count()} logical cores"
+        + (
+            " (the machine was shared: wall-time figures are low, CPU-time ones hold)." if load > 1.5 else "."
+        ),
+    ]
     section("Targets (issue 21)", rows)
     if args.write:
         print(f"written to {args.write}")
