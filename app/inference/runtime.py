@@ -48,8 +48,12 @@ def standardise(crops: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndar
 
 class OnnxRuntimeNetwork:
     """An ONNX graph on ONNX Runtime's CPU provider, ``threads`` intra-op threads, sequential execution,
-    every graph optimisation (constant folding, Conv+BatchNorm/activation fusion). ``run`` may be called
-    from several threads at once."""
+    every graph optimisation (constant folding, Conv+BatchNorm/activation fusion).
+
+    Calls from several threads take turns: the session's memory arena then holds one pass's activations
+    instead of one per request in flight (4 threads on the 24-face photo: peak +25 instead of +58 MiB),
+    and a worker has one core's worth of network work to do anyway. Decoding and detection of the other
+    requests still run meanwhile."""
 
     def __init__(self, graph: Any, threads: int | None) -> None:
         import onnxruntime as ort
@@ -64,9 +68,11 @@ class OnnxRuntimeNetwork:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(graph.data, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
+        self._turn = threading.Lock()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: batch})[0]
+        with self._turn:
+            return self._session.run(None, {self._input: batch})[0]
 
 
 class OpenVinoNetwork:
