@@ -12,6 +12,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import cv2
 from anyio import to_thread
 from fastapi import Depends, FastAPI
@@ -103,6 +104,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.pipeline = build_pipeline(settings, predictor)
     state.pixel_budget = PixelBudget(settings.max_pixels)
     state.video_budget = PixelBudget(settings.max_pixels)
+    state.video_probe = anyio.Lock()
     logger.info(
         "model loaded",
         extra={

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+import anyio
 from starlette.applications import Starlette
 
 from app.api.admission import AdmissionQueue
@@ -25,6 +26,8 @@ class ServiceState:
     # The frame pixels of the videos being decoded: each holds its frame size for its whole length, since
     # its decoder keeps buffers of that size between frames (app.api.routes.video).
     video_budget: PixelBudget | None = None
+    # Opening a video decodes its first frame before its size is known: one opens at a time.
+    video_probe: anyio.Lock | None = None
     ready: bool = False
     shutting_down: bool = False
     not_ready_reason: str | None = "model not loaded yet"

@@ -199,7 +199,10 @@ async def video(
     options = build_tracker_options(settings, smoothing=smoothing, upsample=upsample)
     held = AsyncExitStack()
     try:
-        pixels = await to_thread.run_sync(probe_video, path, pipeline, settings, options.upsample)
+        probe = service_state(request.app).video_probe
+        assert probe is not None, "the lifespan makes the lock before serving"
+        async with probe:
+            pixels = await to_thread.run_sync(probe_video, path, pipeline, settings, options.upsample)
         await hold_video_pixels(request, held, pixels, settings)
         reader = await to_thread.run_sync(open_video, path, pipeline, settings, options.upsample)
     except BaseException:
