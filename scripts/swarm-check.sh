@@ -26,7 +26,9 @@
 # if it started one. It never touches the container check's compose project (face-landmarks-check).
 #
 # Settings (environment): LANDMARKS_SHARED_DIR (default ../shared), LANDMARKS_SWARM_CHECK_IMAGE (an
-# image to check as it is, instead of building the Dockerfile), LANDMARKS_SWARM_CLIENTS (8),
+# image to check as it is, instead of building the Dockerfile), LANDMARKS_SWARM_DISTRIBUTE (a command
+# that copies the image named by its last argument to the swarm's other nodes, e.g.
+# `deploy/swarm/second-node.sh up`), LANDMARKS_SWARM_CLIENTS (8),
 # LANDMARKS_SWARM_SETTLE (5 s of load after each convergence), LANDMARKS_SWARM_CONVERGE (240 s at most
 # per phase), and those of scripts/swarm-up.sh and scripts/lib/docker-engine.sh.
 set -euo pipefail
@@ -100,7 +102,22 @@ converged() {
     local at=${1-$(now)}
     printf '%s\n' "$at" >>"$phases"
     [ -z "$at" ] || log "  converged in $(awk -v a="$phase_start" -v b="$at" 'BEGIN {printf "%.1f", b - a}') s"
+    log "  replicas per node: $(replicas_per_node)"
     sleep "$SETTLE"
+}
+# Other nodes have no registry to pull from: LANDMARKS_SWARM_DISTRIBUTE copies the image to them.
+distribute() {
+    [ -n "${LANDMARKS_SWARM_DISTRIBUTE:-}" ] || return 0
+    log "$LANDMARKS_SWARM_DISTRIBUTE $1"
+    # shellcheck disable=SC2086  # a command with its arguments
+    $LANDMARKS_SWARM_DISTRIBUTE "$1" >/dev/null
+}
+replicas_per_node() {
+    docker service ps --quiet --filter desired-state=running "$SERVICE" \
+        | xargs docker inspect --type task --format '{{.NodeID}}' | sort | uniq -c \
+        | while read -r count node; do
+            printf '%s x%s ' "$(docker node inspect --format '{{.Description.Hostname}}/{{.Spec.Role}}' "$node")" "$count"
+        done
 }
 running_images() {
     docker service ps --filter desired-state=running --format '{{.Image}}' "$SERVICE" | sort -u | tr '\n' ' '
@@ -130,6 +147,7 @@ if [ -n "${LANDMARKS_SWARM_CHECK_IMAGE:-}" ]; then
     log "checking the image $LANDMARKS_SWARM_CHECK_IMAGE as it is (LANDMARKS_SWARM_CHECK_IMAGE)"
     docker tag "$LANDMARKS_SWARM_CHECK_IMAGE" "$IMAGE"
     build=0
+    distribute "$IMAGE"
 fi
 url=$(LANDMARKS_IMAGE=$IMAGE LANDMARKS_PORT=$port LANDMARKS_REPLICAS=3 LANDMARKS_SWARM_BUILD=$build \
     bash scripts/swarm-up.sh "$STACK" | tail -n 1)
@@ -137,6 +155,7 @@ log "stack up at $url"
 # The deployed image again with one more label: a new image id, so the update replaces every task.
 printf 'FROM %s\nLABEL org.opencontainers.image.revision=swarm-check-%s\n' "$IMAGE" "$(date +%s)" \
     | docker build --quiet --tag "$UPDATE_IMAGE" - >/dev/null
+distribute "$UPDATE_IMAGE"
 [ "$(docker image inspect --format '{{.Id}}' "$IMAGE")" != "$(docker image inspect --format '{{.Id}}' "$UPDATE_IMAGE")" ] \
     || die "the update image has the same id as the deployed one"
 
