@@ -135,8 +135,12 @@ log "hadolint deploy/swarm/lb.Dockerfile"
 
 ensure_engine "unix://$ENGINE_RUN_DIR/docker.sock"
 log "engine: Docker $(docker version --format '{{.Server.Version}}')"
-log "docker stack config deploy/swarm/stack.yml"
-docker stack config -c deploy/swarm/stack.yml >/dev/null
+if docker stack --help 2>&1 | grep -qE '^ +config '; then
+    log "docker stack config deploy/swarm/stack.yml"
+    docker stack config -c deploy/swarm/stack.yml >/dev/null
+else
+    log "this docker client has no 'stack config' (before 25.0): deploy/swarm/stack.yml is checked by the deploy"
+fi
 
 # --- 3. up ---------------------------------------------------------------------------------------
 

@@ -96,7 +96,7 @@ esac
 
 log "docker stack deploy $STACK ($LANDMARKS_REPLICAS replicas of $LANDMARKS_IMAGE, load balancer on port $LANDMARKS_PORT)"
 # The images are local: asking a registry for their digests would only time out.
-docker stack deploy --resolve-image never --prune --detach=true -c deploy/swarm/stack.yml "$STACK" >/dev/null
+docker stack deploy --resolve-image never --prune -c deploy/swarm/stack.yml "$STACK" >/dev/null
 
 deadline=$((SECONDS + WAIT))
 swarm_wait_converged "${STACK}_landmarks" "$LANDMARKS_REPLICAS" "$WAIT"
