@@ -141,8 +141,10 @@ def test_a_flip_mirrors_the_crop_and_permutes_the_points(cache: FaceCache) -> No
     for k in range(len(square)):
         crop, target, _ = plain.sample(k, None)
         crop_f, target_f, _ = flipped.sample(k, np.random.default_rng(k))
-        # Equal up to rounding of the bilinear weights (one grey level).
-        assert np.abs(crop_f.astype(int) - crop[:, ::-1]).max() <= 1
+        # Equal up to rounding of the interpolation weights: at most 1 grey level with OpenCV 5, up to 4
+        # on a few pixels with 4.11 (mean under 0.03); a one-pixel shift would cost several levels on average.
+        diff = np.abs(crop_f.astype(int) - crop[:, ::-1])
+        assert diff.max() <= 5 and diff.mean() < 0.1
         mirrored = target_f[FLIP_PERMUTATION]
         mirrored[:, 0] = 1.0 - mirrored[:, 0]
         np.testing.assert_allclose(mirrored, target, atol=1e-9)
