@@ -94,6 +94,11 @@ esac
 
 # --- 4. deploy and wait --------------------------------------------------------------------------
 
+# A host-mode port that something else holds would leave nginx failing to start until the wait ends.
+if ! docker service inspect "${STACK}_lb" >/dev/null 2>&1 \
+    && ! python3 -c "import socket, sys; socket.create_server(('0.0.0.0', int(sys.argv[1]))).close()" "$LANDMARKS_PORT" 2>/dev/null; then
+    die "port $LANDMARKS_PORT is in use on this host: set LANDMARKS_PORT"
+fi
 log "docker stack deploy $STACK ($LANDMARKS_REPLICAS replicas of $LANDMARKS_IMAGE, load balancer on port $LANDMARKS_PORT)"
 # The images are local: asking a registry for their digests would only time out.
 docker stack deploy --resolve-image never --prune -c deploy/swarm/stack.yml "$STACK" >/dev/null
