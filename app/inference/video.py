@@ -56,6 +56,32 @@ class VideoLimits:
     max_frames: int  # frames decoded
 
 
+# The first bytes of every container served. FFmpeg is handed nothing else: whatever its version and
+# options, a playlist, a concat script or a text file never reaches a demuxer that reads what it names.
+_BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot")  # MP4 / QuickTime, at 4
+
+
+def container(head: bytes) -> str | None:
+    """The container family of a file from its first bytes (at least 189 of them, for MPEG-TS), or None."""
+    if head[4:8] in _BOX_TYPES:
+        return "mp4"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if head[:16] == bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c"):
+        return "asf"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:3] == b"FLV":
+        return "flv"
+    if head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"):
+        return "mpeg"
+    if len(head) > 188 and head[0] == head[188] == 0x47:
+        return "mpegts"
+    return None
+
+
 def _photo_format(path: Path) -> str | None:
     """The format's name when the file is a photo Pillow reads (FFmpeg would play it as a 1-frame video)."""
     try:
@@ -73,6 +99,11 @@ class VideoReader:
         photo = _photo_format(path)
         if photo is not None:
             raise InvalidVideoError(f"the file is a {photo} photo, not a video: send it to POST /landmarks")
+        with path.open("rb") as file:
+            if container(file.read(512)) is None:
+                raise InvalidVideoError(
+                    "the file is not a decodable video (MP4, MOV, AVI, WebM, MKV, WMV, MPEG, Ogg or FLV)"
+                )
         self._capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
         try:
             self.info = self._check(limits)

@@ -161,7 +161,8 @@ CASES: list[HostileVideo] = [
             "truncated_video",
             frames,
         )
-        for keep, frames in ((0.3, 2), (0.6, 5))
+        # Frames FFmpeg recovers from the cut file with the pinned OpenCV (4.11; 5.x recovers 5 at 60 %).
+        for keep, frames in ((0.3, 2), (0.6, 6))
     ],
     HostileVideo(
         "AVI whose header announces 30 times its frames",
