@@ -163,6 +163,9 @@ distribute "$UPDATE_IMAGE"
 [ "$(docker image inspect --format '{{.Id}}' "$IMAGE")" != "$(docker image inspect --format '{{.Id}}' "$UPDATE_IMAGE")" ] \
     || die "the update image has the same id as the deployed one"
 
+"$VENV/bin/python" deploy/swarm/swarm_load.py motion --url "$url" \
+    --video "$SHARED_DIR/data/video/talking_head.mp4" || die "video or WebSocket through the load balancer"
+
 # --- 4. phases under load ------------------------------------------------------------------------
 
 phase "steady, 3 replicas"

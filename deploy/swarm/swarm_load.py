@@ -5,6 +5,10 @@ exists (or ``--max-seconds`` have passed), then write one JSON line per request 
 is good only if it is answered 200 and every face has 68 finite points, and the same photo gives the same
 faces (count, and points within ``TOLERANCE_PX``) whichever replica answered it.
 
+``motion``: a video and a live stream through the load balancer: ``POST URL/landmarks/video`` must
+answer line by line (the first frame's line well before the summary: nothing buffers the stream) and
+``WebSocket URL/landmarks/stream`` must answer each frame with its tracked face.
+
 ``report``: reads those lines and the phases that swarm-check wrote (``name<TAB>start<TAB>converged``,
 times in epoch seconds, ``converged`` empty when the phase has no convergence), puts each request in the
 phase in which it started (``teardown``: the requests still in flight when it started, as the clients
@@ -174,6 +178,56 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def motion(args: argparse.Namespace) -> int:
+    """The video route and the WebSocket through the load balancer (see the module's docstring)."""
+    import cv2
+    from websockets.sync.client import connect
+
+    started = time.monotonic()
+    arrivals: list[tuple[float, dict]] = []
+    with (
+        open(args.video, "rb") as handle,
+        httpx.stream(
+            "POST",
+            f"{args.url}/landmarks/video",
+            params={"max_frames": args.frames},
+            files={"video": (args.video.name, handle, "application/octet-stream")},
+            timeout=120,
+        ) as response,
+    ):
+        if response.status_code != 200:
+            print(f"swarm_load: FAILED: POST /landmarks/video answered {response.status_code}")
+            return 1
+        arrivals = [(time.monotonic() - started, json.loads(line)) for line in response.iter_lines()]
+    frames = [(t, line) for t, line in arrivals if "frame" in line]
+    last = arrivals[-1][1] if arrivals else {}
+    if len(frames) != args.frames or "summary" not in last or not all(line["faces"] for _, line in frames):
+        print(f"swarm_load: FAILED: the video gave {len(frames)} frame lines, last line {last}")
+        return 1
+    if frames[0][0] > 0.5 * arrivals[-1][0]:
+        print(
+            f"swarm_load: FAILED: the first frame's line came at {frames[0][0]:.2f} s "
+            f"of {arrivals[-1][0]:.2f}"
+        )
+        return 1
+    print(
+        f"swarm_load: video through the load balancer: {len(frames)} frames, first line at "
+        f"{frames[0][0]:.2f} s, last at {arrivals[-1][0]:.2f} s"
+    )
+    capture = cv2.VideoCapture(str(args.video))
+    answers = []
+    with connect(f"{args.url.replace('http', 'ws', 1)}/landmarks/stream", subprotocols=["landmarks"]) as ws:
+        for _ in range(3):
+            ok, frame = capture.read()
+            ws.send(cv2.imencode(".jpg", frame)[1].tobytes())
+            answers.append(json.loads(ws.recv(timeout=30)))
+    if [len(a.get("faces", [])) for a in answers] != [1, 1, 1]:
+        print(f"swarm_load: FAILED: the WebSocket answered {answers}")
+        return 1
+    print("swarm_load: WebSocket through the load balancer: 3 frames, 3 answers with the face tracked")
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -186,6 +240,10 @@ def main() -> None:
     run_parser.add_argument("--stop-file", type=Path, required=True)
     run_parser.add_argument("--max-seconds", type=float, default=900, help="stop by then in any case")
     run_parser.add_argument("--out", type=Path, required=True, help="JSON lines, one per request")
+    motion_parser = commands.add_parser("motion", help="a video and a WebSocket stream through the URL")
+    motion_parser.add_argument("--url", required=True)
+    motion_parser.add_argument("--video", type=Path, required=True, help="a clip with one face")
+    motion_parser.add_argument("--frames", type=int, default=120)
     report_parser = commands.add_parser("report", help="per-phase figures; exit 1 on any failed request")
     report_parser.add_argument("--records", type=Path, required=True)
     report_parser.add_argument("--phases", type=Path, required=True)
@@ -193,6 +251,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "run":
         run(args)
+    elif args.command == "motion":
+        sys.exit(motion(args))
     else:
         sys.exit(report(args))
 
