@@ -41,6 +41,7 @@ class TrackerOptions:
     merge_iou: float = 0.5  # two tracks whose point boxes overlap this much are one face
     match_iou: float = 0.3  # a detection and a track whose boxes overlap this much are one face
     max_unconfirmed: int = 3  # whole-frame detections in a row that may miss a track before it ends
+    min_start_score: float = 0.1  # the detector's score a detection needs to start a new track
     revive_seconds: float = 1.0  # a face found again this soon near where its track ended keeps its id
     smoothing: bool = True
     min_cutoff: float = MIN_CUTOFF_HZ
@@ -226,7 +227,13 @@ class FaceTracker:
                 continue
             used_detections.add(i)
             matched[track.track_id] = detections[i]
-        fresh = [d for i, d in enumerate(detections) if i not in used_detections]
+        # A track starts only from a confident detection: the detector's weakest (score near 0) are
+        # mostly patterns in hair or furniture, and a real face's score rises above it on a later frame.
+        fresh = [
+            d
+            for i, d in enumerate(detections)
+            if i not in used_detections and d.score >= self.options.min_start_score
+        ]
         kept = []
         relost = []
         for track in self.tracks:

@@ -130,3 +130,11 @@ def test_a_face_found_again_soon_near_where_its_track_ended_keeps_its_id(predict
         for frame, t in zip(frames, [0, 0.1, 0.2, 2.0], strict=True)
     ]
     assert ids == [[1], [], [], [2]], "after more than revive_seconds it is a new track"
+
+
+def test_only_a_confident_detection_starts_a_track(predictor, portrait) -> None:
+    (detection,) = predictor.detect(portrait, "auto")
+    _, faces = _track(predictor, [portrait], min_start_score=detection.score + 0.01)
+    assert faces == [[]]
+    _, faces = _track(predictor, [portrait], min_start_score=detection.score - 0.01)
+    assert len(faces[0]) == 1
