@@ -8,7 +8,9 @@ speed, so the points follow without visible lag.
 Speeds are measured in face sizes per second (the RMS radius of the 51 inner points), not in pixels,
 so the same parameters serve a face of 60 and of 600 pixels. Each point has its own cut-off from its
 own speed, but never below the one the whole face's motion asks for: a turning head moves every point
-at once, while a talking mouth moves only its own.
+at once, while a talking mouth moves only its own. Speeds under ``noise_speed`` count as none: the
+network's jitter itself reads as a small speed (more so at low frame rates, where each frame's noise is
+spread over a longer step), and without this floor it would raise the cut-off of a still face.
 """
 
 import math
@@ -20,9 +22,14 @@ import numpy as np
 # jitter of still faces or better while the tracked error on moving faces stays within 0.2 points of
 # the photo path's. Against 1 Hz / 10 on 15 moving sequences: smoothed minus photo-path NME +0.14
 # instead of +0.18 points; near-still jitter ratios within 0.01 (multi_face 0.32, head_turns 0.33).
+# The noise floor of 0.2 face sizes per second, measured with bench.video's jitter and accuracy code on
+# the three clips with near-still stretches and 12 moving sequences: jitter ratios 0.41 on backlit.wmv
+# (15 fps; 0.57 without a floor), 0.21 on head_turns.avi and multi_face.avi (0.33, 0.35), for +0.01
+# points of tracked error.
 MIN_CUTOFF_HZ = 0.5
 BETA = 15.0
 DERIVATIVE_CUTOFF_HZ = 2.0
+NOISE_SPEED = 0.2
 
 
 def face_scale(points: np.ndarray) -> float:
@@ -45,6 +52,7 @@ class OneEuroFilter:
     min_cutoff: float = MIN_CUTOFF_HZ
     beta: float = BETA
     derivative_cutoff: float = DERIVATIVE_CUTOFF_HZ
+    noise_speed: float = NOISE_SPEED  # face sizes per second
     _value: np.ndarray | None = None
     _speed: np.ndarray | None = None  # filtered derivative, pixels per second, (P, 2)
     _time: float | None = None
@@ -66,7 +74,8 @@ class OneEuroFilter:
         scale = face_scale(points)
         point_speed = np.linalg.norm(self._speed, axis=1) / scale  # face sizes per second, (P,)
         face_speed = np.linalg.norm(self._speed.mean(axis=0)) / scale
-        cutoff = self.min_cutoff + self.beta * np.maximum(point_speed, face_speed)
+        speed = np.maximum(np.maximum(point_speed, face_speed) - self.noise_speed, 0.0)
+        cutoff = self.min_cutoff + self.beta * speed
         alpha = np.asarray(_alpha(cutoff, dt))[:, None]
         self._value = self._value + alpha * (points - self._value)
         self._time = time

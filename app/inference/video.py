@@ -104,7 +104,10 @@ class VideoReader:
                 raise InvalidVideoError(
                     "the file is not a decodable video (MP4, MOV, AVI, WebM, MKV, WMV, MPEG, Ogg or FLV)"
                 )
-        self._capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        # As many decoder threads as OpenCV may use (the service sets LANDMARKS_TORCH_THREADS, 1): FFmpeg
+        # would otherwise start its own per video, and a worker meant for one core would take two.
+        threads = [cv2.CAP_PROP_N_THREADS, max(1, cv2.getNumThreads())]
+        self._capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, threads)
         try:
             self.info = self._check(limits)
         except Exception:
