@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from app.inference.detector import Box, Detection, UpsamplePolicy
-from app.inference.geometry import landmark_frames
+from app.inference.geometry import Frame, landmark_frames
 from app.inference.pose import head_poses
 from app.inference.predictor import Face, LandmarkPredictor
 from app.inference.smoothing import BETA, MIN_CUTOFF_HZ, OneEuroFilter
@@ -88,12 +88,11 @@ def _box_in_frame(box: Box, points: np.ndarray) -> tuple[float, float, float, fl
     )
 
 
-def _boxes_from_points(
-    points: np.ndarray, relations: Sequence[tuple[float, float, float, float]]
-) -> list[Box]:
-    """Detector-like boxes for (N, 68, 2) points, each placed as its track's last detection was."""
+def _boxes_in(frames: Sequence[Frame], relations: Sequence[tuple[float, float, float, float]]) -> list[Box]:
+    """Detector-like boxes for the landmark frames of faces, each placed as its track's last detection
+    was."""
     boxes = []
-    for frame, (dx, dy, w, h) in zip(landmark_frames(points), relations, strict=True):
+    for frame, (dx, dy, w, h) in zip(frames, relations, strict=True):
         side = frame.width
         width, height = max(1, round(w * side)), max(1, round(h * side))
         left = round(frame.cx + dx * side - (width - 1) / 2.0)
@@ -119,10 +118,6 @@ def _point_box(points: np.ndarray) -> Box:
 # Mean shift of the points in one follow, in units of the face's landmark frame side, past which the
 # follow runs a second time from the points it found.
 REFOLLOW_SHIFT = 0.05
-
-
-def _face_side(points: np.ndarray) -> float:
-    return landmark_frames(points[None])[0].width
 
 
 def _in_view(points: np.ndarray, width: int, height: int) -> bool:
@@ -173,12 +168,15 @@ class FaceTracker:
             return set()
         previous = np.stack([t.points for t in self.tracks])
         predicted = previous + np.stack([t.velocity for t in self.tracks])
-        boxes = _boxes_from_points(predicted, [t.box_in_frame for t in self.tracks])
+        relations = [t.box_in_frame for t in self.tracks]
+        frames = landmark_frames(predicted)
+        boxes = _boxes_in(frames, relations)
         scores = [t.score for t in self.tracks]
         points, errors = self.predictor.follow(image, predicted, boxes, scores)
         # A face that moved far from where its crop was drawn sits off-centre in it: follow it once more
         # from where it was found, so the crop catches up with fast motion.
-        moved = np.linalg.norm(points - predicted, axis=2).mean(axis=1) / [_face_side(p) for p in predicted]
+        sides = np.array([frame.width for frame in frames])
+        moved = np.linalg.norm(points - predicted, axis=2).mean(axis=1) / sides
         again = np.flatnonzero(moved > REFOLLOW_SHIFT)
         if len(again):
             again_boxes = [boxes[i] for i in again]
@@ -188,6 +186,7 @@ class FaceTracker:
             points[again] = second
             if errors is not None and second_errors is not None:
                 errors[again] = second_errors
+        found_boxes = _boxes_in(landmark_frames(points), relations)
         lost: set[int] = set()
         kept = []
         for i, track in enumerate(self.tracks):
@@ -197,7 +196,7 @@ class FaceTracker:
             # Half the last step, as a damped constant-velocity guess of where the face goes next.
             track.velocity = 0.5 * (points[i] - track.points)
             track.points = points[i]
-            track.box = _boxes_from_points(points[i][None], [track.box_in_frame])[0]
+            track.box = found_boxes[i]
             track.error = None if errors is None else float(errors[i])
             if track.error is not None and track.error > self.options.lost_error:
                 lost.add(track.track_id)
