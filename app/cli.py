@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.config import build_pipeline, build_predictor, build_tracker_options, get_settings
+from app.config import Settings, build_pipeline, build_predictor, build_tracker_options, get_settings
 from app.inference import InferenceError
 from app.inference.detector import AUTO, MAX_UPSAMPLE, UpsamplePolicy
 from app.inference.pipeline import Upload
@@ -31,15 +31,10 @@ def _upsample(text: str) -> UpsamplePolicy:
     raise argparse.ArgumentTypeError(f"expected {AUTO} or 0 to {MAX_UPSAMPLE}, got {text!r}")
 
 
-def _parser() -> argparse.ArgumentParser:
-    settings = get_settings()
-    parser = argparse.ArgumentParser(prog="face-landmarks", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    predict = commands.add_parser("predict", help="print faces and 68 landmarks of each image as JSON")
-    predict.add_argument("images", nargs="+", type=Path, help="image files")
-    predict.add_argument("--draw", type=Path, help="also write annotated copies into this folder")
-    predict.add_argument("--model", type=Path, default=settings.model_path, help="checkpoint to use")
-    predict.add_argument(
+def _model_options(command: argparse.ArgumentParser, settings: Settings) -> None:
+    """--model and --upsample, as every command that runs the model takes them."""
+    command.add_argument("--model", type=Path, default=settings.model_path, help="checkpoint to use")
+    command.add_argument(
         "--upsample",
         type=_upsample,
         default=settings.default_upsample,
@@ -47,6 +42,16 @@ def _parser() -> argparse.ArgumentParser:
         help="detection policy: dlib upsampling 0-2, or auto, the highest within LANDMARKS_AUTO_SCAN_PIXELS "
         "(default: LANDMARKS_DEFAULT_UPSAMPLE, auto)",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="face-landmarks", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser("predict", help="print faces and 68 landmarks of each image as JSON")
+    predict.add_argument("images", nargs="+", type=Path, help="image files")
+    predict.add_argument("--draw", type=Path, help="also write annotated copies into this folder")
+    _model_options(predict, settings)
     predict.add_argument("--max-faces", type=int, default=None, help="keep at most this many, largest first")
     predict.add_argument("--indent", type=int, default=None, help="pretty-print the JSON")
     video = commands.add_parser(
@@ -58,14 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     video.add_argument(
         "--render", type=Path, help="also write the video with points and track ids drawn (.mp4, .avi)"
     )
-    video.add_argument("--model", type=Path, default=settings.model_path, help="checkpoint to use")
-    video.add_argument(
-        "--upsample",
-        type=_upsample,
-        default=settings.default_upsample,
-        metavar="{auto,0,1,2}",
-        help="as predict",
-    )
+    _model_options(video, settings)
     video.add_argument("--stride", type=int, default=1, help="process every Nth frame")
     video.add_argument("--max-frames", type=int, default=None, help="process at most this many frames")
     video.add_argument(
