@@ -6,6 +6,8 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import cv2
 import httpx
@@ -37,19 +39,26 @@ def processed_video_frames(server) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def test_the_first_frame_line_comes_long_before_the_last(server):
-    arrivals = []
-    started = time.monotonic()
+@contextmanager
+def streamed_video(server, params: dict, timeout: float) -> Iterator[httpx.Response]:
+    """The long clip posted to /landmarks/video, its answer open for reading line by line."""
     with (
         open(LONG_CLIP, "rb") as handle,
         httpx.stream(
             "POST",
             f"{server.url}/landmarks/video",
-            params={"max_frames": 240},
+            params=params,
             files={"video": (LONG_CLIP.name, handle, "video/x-msvideo")},
-            timeout=120,
+            timeout=timeout,
         ) as response,
     ):
+        yield response
+
+
+def test_the_first_frame_line_comes_long_before_the_last(server):
+    arrivals = []
+    started = time.monotonic()
+    with streamed_video(server, {"max_frames": 240}, timeout=120) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             arrivals.append((time.monotonic() - started, json.loads(line)))
@@ -61,15 +70,7 @@ def test_the_first_frame_line_comes_long_before_the_last(server):
 
 def test_a_client_that_disconnects_stops_the_work(server):
     before = processed_video_frames(server)
-    with (
-        open(LONG_CLIP, "rb") as handle,
-        httpx.stream(
-            "POST",
-            f"{server.url}/landmarks/video",
-            files={"video": (LONG_CLIP.name, handle, "video/x-msvideo")},
-            timeout=60,
-        ) as response,
-    ):
+    with streamed_video(server, {}, timeout=60) as response:
         for number, _ in enumerate(response.iter_lines()):
             if number == 5:
                 break
@@ -85,16 +86,7 @@ def test_photo_requests_still_flow_while_a_long_video_runs(server):
     first_line = threading.Event()
 
     def run_video() -> None:
-        with (
-            open(LONG_CLIP, "rb") as handle,
-            httpx.stream(
-                "POST",
-                f"{server.url}/landmarks/video",
-                params={"max_frames": 300},
-                files={"video": (LONG_CLIP.name, handle, "video/x-msvideo")},
-                timeout=180,
-            ) as response,
-        ):
+        with streamed_video(server, {"max_frames": 300}, timeout=180) as response:
             for line in response.iter_lines():
                 if '"frame"' in line:
                     first_line.set()
