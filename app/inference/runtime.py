@@ -64,6 +64,10 @@ class OnnxRuntimeNetwork:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No memory pattern: the pattern planned for one batch size is kept beside the arena's blocks,
+        # and batches come in every size from 1 to CHUNK. Without it a worker's networks hold 12 instead
+        # of 22 MiB after passes of 8 crops, at the same speed (8.27 against 8.22 ms a pass).
+        options.enable_mem_pattern = False
         # Without spinning, an idle worker's intra-op threads (threads > 1) sleep instead of burning CPU.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(graph.data, options, providers=["CPUExecutionProvider"])
