@@ -37,7 +37,7 @@ logger = logging.getLogger("app.main")
 # glibc's mallopt parameters, and the environment variables that set them (which take precedence).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 MALLOC_TUNING = {
-    "MALLOC_ARENA_MAX": (M_ARENA_MAX, 2),
+    "MALLOC_ARENA_MAX": (M_ARENA_MAX, 1),
     "MALLOC_MMAP_THRESHOLD_": (M_MMAP_THRESHOLD, 4 << 20),
     "MALLOC_TRIM_THRESHOLD_": (M_TRIM_THRESHOLD, 16 << 20),
 }
@@ -49,12 +49,14 @@ def limit_malloc_fragmentation() -> None:
     Each worker thread that decodes an image gets its own malloc arena (up to 8 per core), and glibc's
     adaptive mmap threshold soon keeps buffers of up to 32 MB in those arenas after they are freed. Under
     sustained mixed load one worker's resident memory climbed from 0.5 to 1.3 GB in a minute and was
-    still climbing. So: two arenas; buffers of 4 MB and more (decoded photos of 1.4 megapixels and up)
-    always mmapped, so returned to the system when freed; and up to 16 MB of free space kept at the top
-    of each heap. The networks' activations (1.5-3.5 MB per chunk of 8 crops) then reuse heap memory
-    instead of being mapped and faulted in afresh on every pass: with buffers of 1 MB and up mmapped
+    still climbing. So: one arena (two left a worker's peak under bench.load's 64 clients ~15 MiB
+    higher, at the same throughput: the threads mostly take turns anyway); buffers of 4 MB and more
+    (decoded photos of 1.4 megapixels and up) always mmapped, so returned to the system when freed; and
+    up to 16 MB of free space kept at the top of the heap. Smaller buffers then reuse heap memory
+    instead of being mapped and faulted in afresh on every request: with buffers of 1 MB and up mmapped
     and the default 128 KB trim threshold, the 24-face photo's crops and networks took 70-100 ms instead
-    of 40-47 (measured in a worker thread, as served). No-op off glibc, and where the variables are set.
+    of 40-47 (measured in a worker thread, as served, with the torch runtime). No-op off glibc, and
+    where the variables are set.
     """
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
@@ -102,7 +104,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.not_ready_reason = "loading the model"
     predictor = load_predictor(settings)
     state.pipeline = build_pipeline(settings, predictor)
-    state.pixel_budget = PixelBudget(settings.max_pixels)
+    state.pixel_budget = PixelBudget(settings.max_pixels_in_flight)
     state.video_budget = PixelBudget(settings.max_pixels)
     state.video_probe = anyio.Lock()
     logger.info(

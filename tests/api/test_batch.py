@@ -98,7 +98,7 @@ def test_the_faces_of_all_images_go_through_the_network_together(client, monkeyp
 
 def test_images_over_the_pixel_budget_together_take_turns():
     # image_0001-3.png: 247 200, 135 000 and 168 500 pixels; the first two fit in 400 000, not all three.
-    with make_client(max_pixels=400_000) as small, pytest.MonkeyPatch.context() as patch:
+    with make_client(max_pixels_in_flight=400_000) as small, pytest.MonkeyPatch.context() as patch:
         wait_ready(small)
         calls = count_regress_calls(service_state(small.app).predictor, patch)
         items = [{"image": b64(p.read_bytes())} for p in FACES[:3]]

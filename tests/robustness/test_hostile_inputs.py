@@ -473,8 +473,9 @@ def test_memory_stays_bounded_under_the_whole_table(server, http):
 
 
 def test_concurrent_large_images_take_turns_so_memory_stays_near_that_of_one():
-    """Four 55 kB uploads of a flat 4000x4000 image at once, with the pixel limit at 16 megapixels: the
-    worker's pixel budget runs them one after the other. (Side by side they took one worker from 359 to
+    """Four 55 kB uploads of a flat 4000x4000 image at once, with the pixel limit at 16 megapixels: each
+    is more than the worker's pixel budget (LANDMARKS_MAX_PIXELS_IN_FLIGHT), which runs them one after
+    the other. (Side by side they took one worker from 359 to
     1148 MiB here; in turn, to 673 MiB.)"""
     data = inputs.large_flat_png(4000)
     # Seconds each here: the last would wait past the queue timeout, and this test is about memory.
