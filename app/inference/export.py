@@ -44,14 +44,40 @@ EXPORT_TOLERANCE = 1e-4
 @dataclass(frozen=True)
 class OnnxGraph:
     """A stage's network as an ONNX graph (ServedOutputs' inputs and outputs): what the ONNX runtimes
-    load. ``sha256`` is that of ``data``, the bytes of the ``.onnx`` file."""
+    load. ``sha256`` is that of ``data``, the bytes of the ``.onnx`` file.
 
-    data: bytes
+    A graph exported in memory (``of``) holds its bytes. One of an export on disk (``at``) holds only
+    its path, and ``data`` reads the file and checks its sha256 each time a runtime loads it: a worker
+    then keeps no copy beside its runtime's own (4.5 MB of a 140 MiB worker)."""
+
     sha256: str
+    content: bytes | None = None
+    path: Path | None = None
 
     @classmethod
     def of(cls, data: bytes) -> "OnnxGraph":
-        return cls(data, hashlib.sha256(data).hexdigest())
+        return cls(hashlib.sha256(data).hexdigest(), content=data)
+
+    @classmethod
+    def at(cls, path: Path, sha256: str) -> "OnnxGraph":
+        """The graph in ``path``, checked against ``sha256`` now and at every read; ModelLoadError if
+        it is missing or does not match."""
+        graph = cls(sha256, path=path)
+        graph.data  # noqa: B018 (checked now: a bad export is refused at start-up)
+        return graph
+
+    @property
+    def data(self) -> bytes:
+        if self.content is not None:
+            return self.content
+        assert self.path is not None, "a graph holds its bytes or the path of its file"
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise ModelLoadError(f"cannot read {self.path}: {exc}") from exc
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise ModelLoadError(f"{self.path.name} does not match its sha256")
+        return data
 
 
 def sha256_of(path: Path) -> str:
@@ -211,9 +237,10 @@ def _load_stage(path: Path, item: dict[str, Any]) -> Stage:
     graph_path = path.with_name(item["onnx"])
     if not graph_path.is_file():
         raise ModelLoadError(f"model export {path}: {graph_path.name} not found")
-    graph = OnnxGraph.of(graph_path.read_bytes())
-    if graph.sha256 != item["sha256"]:
-        raise ModelLoadError(f"model export {path}: {graph_path.name} does not match its sha256")
+    try:
+        graph = OnnxGraph.at(graph_path, item["sha256"])
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"model export {path}: {exc}") from exc
     return stage_of(graph, config, item, f"model export {path}")
 
 
