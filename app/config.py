@@ -84,7 +84,8 @@ class Settings(BaseSettings):
         "answers at once; past them photos wait their turn in order, and one larger than this runs alone. "
         "Bounds the decoded images in memory (about 7 bytes a pixel while decoding, 4 after) on top of "
         "max_in_flight: four 12-megapixel phone photos would otherwise hold ~200 MiB at once. 4,000,000 "
-        "lowered the peak under bench.load's 64 clients by ~12 MiB at the same throughput.",
+        "lowered the peak under bench.load's 64 clients by ~12 MiB at the same throughput. The waits show "
+        "in landmarks_pixel_budget_wait_seconds.",
     )
     max_queue: int = Field(
         64,

@@ -105,7 +105,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     predictor = load_predictor(settings)
     state.pipeline = build_pipeline(settings, predictor)
     state.pixel_budget = PixelBudget(settings.max_pixels_in_flight)
-    state.video_budget = PixelBudget(settings.max_pixels)
+    state.video_budget = PixelBudget(settings.max_pixels, "videos")
     state.video_probe = anyio.Lock()
     logger.info(
         "model loaded",

@@ -8,22 +8,25 @@ it waits its turn, first come first served. Small photos run side by side; an im
 runs alone.
 """
 
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
 
+from app.api import metrics
 from app.inference.errors import InvalidImageError
 from app.inference.imaging import read_image_size
 
 
 class PixelBudget:
     """``capacity`` units shared by the requests of one worker (one event loop, so no locks are needed:
-    nothing awaits between a check and its update)."""
+    nothing awaits between a check and its update). ``name`` labels its waits in the metrics."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, name: str = "photos") -> None:
         self.capacity = capacity
+        self.name = name
         self.in_use = 0
         self._waiters: deque[tuple[int, anyio.Event]] = deque()
 
@@ -42,11 +45,14 @@ class PixelBudget:
         weight = max(0, min(weight, self.capacity))
         if not self._waiters and self._fits(weight):
             self.in_use += weight
+            metrics.PIXEL_BUDGET_WAIT.labels(self.name).observe(0.0)
         else:
             entry = (weight, anyio.Event())
             self._waiters.append(entry)
+            started = time.monotonic()
             try:
                 await entry[1].wait()
+                metrics.PIXEL_BUDGET_WAIT.labels(self.name).observe(time.monotonic() - started)
             except BaseException:  # cancelled while waiting, or just after being granted
                 if entry[1].is_set():
                     self.in_use -= weight

@@ -50,6 +50,8 @@ REJECTED = Counter(
     "Uploads rejected, by reason (the error code, or queue_full, queue_timeout, shutting_down for a 503).",
     ["reason"],
 )
+# Seconds a request waits for its turn (the admission queue, the pixel budget).
+WAIT_BUCKETS = (0.0, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 IN_FLIGHT = Gauge(
     "landmarks_requests_in_flight",
     "Landmark requests running (admission slots held; a batch holds one per image).",
@@ -65,7 +67,15 @@ QUEUE_WAIT = Histogram(
     "Time spent in the admission queue, by how the wait ended: started, queue_timeout, shutting_down, "
     "disconnected (the client left), cancelled.",
     ["outcome"],
-    buckets=(0.0, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    buckets=WAIT_BUCKETS,
+)
+PIXEL_BUDGET_WAIT = Histogram(
+    "landmarks_pixel_budget_wait_seconds",
+    "Time an admitted request waited for the worker's pixel budget before decoding, by budget: photos "
+    "(LANDMARKS_MAX_PIXELS_IN_FLIGHT: photos and stream frames) or videos (LANDMARKS_MAX_PIXELS of frames, "
+    "each video holding its frame size for its whole length).",
+    ["budget"],
+    buckets=WAIT_BUCKETS,
 )
 
 FRAMES = Counter(

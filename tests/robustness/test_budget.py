@@ -1,13 +1,24 @@
 """The per-worker pixel budget: concurrent small images, a large one alone, first come first served."""
 
 import anyio
+from prometheus_client import REGISTRY
 
 from app.api.budget import PixelBudget, fitting_groups
 
 
+def waits(budget: str) -> tuple[float, float]:
+    """(holds, seconds waited in all) of ``budget`` in the wait histogram."""
+    labels = {"budget": budget}
+    sample = REGISTRY.get_sample_value
+    return (
+        sample("landmarks_pixel_budget_wait_seconds_count", labels) or 0.0,
+        sample("landmarks_pixel_budget_wait_seconds_sum", labels) or 0.0,
+    )
+
+
 def test_small_holds_share_the_budget_and_a_large_one_waits_for_it_to_empty():
     async def main() -> list[str]:
-        budget = PixelBudget(100)
+        budget = PixelBudget(100, "test-share")
         events: list[str] = []
 
         async def job(name: str, weight: int, seconds: float, start_after: float) -> None:
@@ -26,10 +37,15 @@ def test_small_holds_share_the_budget_and_a_large_one_waits_for_it_to_empty():
         assert budget.in_use == 0
         return events
 
+    holds, waited = waits("test-share")
     events = anyio.run(main)
     assert events[:2] == ["start a", "start b"]
     assert events.index("start big") > max(events.index("end a"), events.index("end b"))
     assert events.index("start c") > events.index("end big")
+    # Every hold is in the metrics; big waited ~0.04 s for a and b, c ~0.04 s for big.
+    after_holds, after_waited = waits("test-share")
+    assert after_holds == holds + 4
+    assert 0.06 <= after_waited - waited < 1.0
 
 
 def test_a_cancelled_waiter_gives_its_place_to_the_next():
