@@ -4,8 +4,8 @@ The in-flight bound counts requests, but requests differ by orders of magnitude:
 6300x6300 image decodes to 120 MB (plus Pillow's 160 MB while decoding, plus the grayscale copy for the
 detector), so eight of them at once took one worker to 3.7 GB. Each landmark request therefore holds its
 image's pixel count (read from the header) while it is decoded, detected and answered; past the budget
-it waits its turn, first come first served. Small photos run side by side; an image at the pixel limit
-runs alone.
+it waits its turn, first come first served. Small photos run side by side; an image larger than the
+budget (LANDMARKS_MAX_PIXELS_IN_FLIGHT, 4 megapixels) runs alone. Videos have a budget of their own.
 """
 
 import time

@@ -36,7 +36,7 @@ async def get_predictor(pipeline: Annotated[PhotoPipeline, Depends(get_pipeline)
 
 
 async def get_pixel_budget(service: ServiceDep) -> PixelBudget:
-    """The worker's budget of pixels in progress, LANDMARKS_MAX_PIXELS units (made by the lifespan)."""
+    """The worker's budget of photo pixels in progress (LANDMARKS_MAX_PIXELS_IN_FLIGHT), made at start-up."""
     assert service.pixel_budget is not None, "the lifespan makes the budget before serving"
     return service.pixel_budget
 
