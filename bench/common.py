@@ -129,6 +129,26 @@ def write_section(path: Path, name: str, lines: list[str]) -> None:
     path.write_text(text)
 
 
+class Report:
+    """A benchmark script's Markdown report: printed as it grows and, with ``path``, stored in that file's
+    section ``name`` after each part (``write_section``), so an interrupted run keeps what it measured."""
+
+    def __init__(self, name: str, path: Path | None, heading: str, lines: list[str]) -> None:
+        self.name, self.path, self.heading = name, path, heading
+        self.lines = list(lines)
+        print("\n".join(self.lines), flush=True)
+
+    def add(self, lines: list[str]) -> None:
+        print("\n".join(lines), flush=True)
+        self.lines.extend(lines)
+        if self.path:
+            write_section(self.path, self.name, self.lines)
+
+    def section(self, title: str, rows: list[str], text: str | None = None) -> None:
+        """A part under ``heading`` ``title``: ``text`` (a paragraph), then ``rows`` (a table)."""
+        self.add([f"{self.heading} {title}", "", *([text, ""] if text else []), *rows, ""])
+
+
 def multipart_body(field: str, paths: list[Path]) -> tuple[bytes, str]:
     """A multipart/form-data body with each file in ``field``, and its content type."""
     boundary = uuid.uuid4().hex

@@ -30,7 +30,7 @@ from app.config import Settings, build_detector, build_predictor
 from app.inference import Box, FaceDetector, LandmarkPredictor
 from app.inference.detector import AUTO, UpsamplePolicy
 from app.inference.imaging import decode_image
-from bench.common import DATA, machine_description, percentile, write_section
+from bench.common import DATA, Report, machine_description, percentile
 from training.evaluate import THRESHOLD, nme_interocular
 from training.pts import read_pts
 
@@ -288,7 +288,7 @@ def main() -> None:
     photos = labelled_photos(args.limit)
     singles = small_faces(photos)
     command = "python -m bench.detection" + ("" if args.timing else " --no-timing")
-    report = [
+    header = [
         "## Detection policy: faces found and detection time",
         "",
         f"Measured with `{command} --repeats {args.repeats}` on {time.strftime('%Y-%m-%d')}"
@@ -298,53 +298,46 @@ def main() -> None:
         "scanned pixels.",
         "",
     ]
-    print("\n".join(report), flush=True)
+    report = Report("bench.detection", args.write, "###", header)
 
-    def section(title: str, text: str, rows: list[str]) -> None:
-        block = [f"### {title}", "", text, "", *rows, ""]
-        print("\n".join(block), flush=True)
-        report.extend(block)
-        if args.write:  # after each section, so an interrupted run keeps what it measured
-            write_section(args.write, "bench.detection", report)
-
-    section(
+    report.section(
         f"Faces of 30-80 px, alone ({len(singles)} helen_test photos downscaled)",
-        "Each picture is the downscaled photo itself (about twice the face: 60-160 px wide), so auto "
+        text="Each picture is the downscaled photo itself (about twice the face: 60-160 px wide), so auto "
         "can afford upsample 2.",
-        recall_table(run_policies(detector, singles, policies, repeats)),
+        rows=recall_table(run_policies(detector, singles, policies, repeats)),
     )
     grids = mosaics(singles)
-    section(
+    report.section(
         f"Faces of 30-80 px, 12 to a 640x480 picture ({len(grids)} pictures)",
-        "The same faces in a picture of a common size: 307,200 pixels, so auto affords upsample 1 "
+        text="The same faces in a picture of a common size: 307,200 pixels, so auto affords upsample 1 "
         "(1,228,800 scanned) and not 2 (4,915,200).",
-        recall_table(run_policies(detector, grids, policies, repeats)),
+        rows=recall_table(run_policies(detector, grids, policies, repeats)),
     )
     pascal = [load(path) for path in PASCAL]
     pascal_runs = run_policies(detector, pascal, policies, repeats)
-    section(
+    report.section(
         f"dlib's PASCAL VOC example photos ({len(pascal)})",
-        "Detection time per scanned pixel over these runs: "
+        text="Detection time per scanned pixel over these runs: "
         f"{per_scanned_pixel(detector, pascal_runs, pascal)}.",
-        photo_rows(pascal_runs, pascal, policies),
+        rows=photo_rows(pascal_runs, pascal, policies),
     )
-    section(
+    report.section(
         "Cost on larger photos",
-        "Photos of 0.5 MP and more: auto resolves to 0, the same detector call as upsample=0.",
-        cost_rows(detector, [load(path) for path in LARGE], max(repeats, 1) if args.timing else 0),
+        text="Photos of 0.5 MP and more: auto resolves to 0, the same detector call as upsample=0.",
+        rows=cost_rows(detector, [load(path) for path in LARGE], max(repeats, 1) if args.timing else 0),
     )
     predictor = build_predictor(settings)
-    section(
+    report.section(
         f"Landmark accuracy on full-size helen_test photos ({len(photos)}, longer side 480 px)",
-        "Inter-ocular NME over the faces both policies find: the same faces, boxes from different "
+        text="Inter-ocular NME over the faces both policies find: the same faces, boxes from different "
         "pyramid levels (the network was trained on upsample-0 boxes).",
-        accuracy_rows(predictor, photos, [0, policies[-1]], common=True),
+        rows=accuracy_rows(predictor, photos, [0, policies[-1]], common=True),
     )
-    section(
+    report.section(
         "Landmark accuracy on the faces of 30-80 px each policy finds (alone)",
-        "Inter-ocular NME over each policy's own found faces: a 30 px face is a crop upsampled to the "
+        text="Inter-ocular NME over each policy's own found faces: a 30 px face is a crop upsampled to the "
         "network's input.",
-        accuracy_rows(predictor, singles, policies, common=False),
+        rows=accuracy_rows(predictor, singles, policies, common=False),
     )
     if args.write:
         print(f"written to {args.write}")

@@ -23,7 +23,7 @@ from app.config import Settings, build_predictor
 from app.inference import LandmarkPredictor
 from app.inference.imaging import decode_image
 from bench import batch
-from bench.common import DATA, Server, machine_description, multipart_body, percentile, write_section
+from bench.common import DATA, Report, Server, machine_description, multipart_body, percentile
 
 ONE_FACE = DATA / "samples" / "photos" / "Tom_Cruise_avp_2014_4.jpg"
 GROUP = DATA / "samples" / "photos" / "bald_guys.jpg"
@@ -257,7 +257,7 @@ def main() -> None:
     predictor = build_predictor(settings)
     predictor.warm_up()
 
-    report = [
+    header = [
         "# Performance",
         "",
         "Measured with `make bench` "
@@ -271,24 +271,16 @@ def main() -> None:
         "## Per stage, in-process, single thread (medians, ms)",
         "",
     ]
-    print("\n".join(report), flush=True)
-
-    def section(title: str, rows: list[str]) -> None:
-        block = [f"## {title}", "", *rows, ""]
-        print("\n".join(block), flush=True)
-        report.extend(block)
-
-    rows = stage_times(predictor, args.repeats)
-    print("\n".join(rows) + "\n", flush=True)
-    report.extend([*rows, ""])
+    report = Report("bench.run", args.write, "##", header)
+    report.add([*stage_times(predictor, args.repeats), ""])
     face_rows, face_ratio = per_face(predictor, args.repeats)
-    section("Per face: our network against dlib's 68-point predictor on the same boxes", face_rows)
+    report.section("Per face: our network against dlib's 68-point predictor on the same boxes", face_rows)
     http_rows, ratios = http_vs_raw(args.repeats)
-    section("End to end: the service over HTTP (1 worker) against raw dlib in-process", http_rows)
+    report.section("End to end: the service over HTTP (1 worker) against raw dlib in-process", http_rows)
     tp_rows, scaling, memory = throughput(args.seconds)
-    section(f"Throughput, {ONE_FACE.name}, a new connection per request", tp_rows)
-    section("Memory", memory)
-    section(batch.TITLE, batch.section(args.repeats))
+    report.section(f"Throughput, {ONE_FACE.name}, a new connection per request", tp_rows)
+    report.section("Memory", memory)
+    report.section(batch.TITLE, batch.section(args.repeats))
 
     checks = [
         (
@@ -304,13 +296,12 @@ def main() -> None:
         ("2 clients / 2 workers >= 1.6x one client", scaling, scaling >= 1.6),
         ("per-face network time <= dlib predictor", face_ratio, face_ratio <= 1.0),
     ]
-    section(
+    report.section(
         "Targets",
         ["| target | measured | met |", "|---|---|---|"]
         + [f"| {name} | {value:.2f}x | {'yes' if ok else 'NO'} |" for name, value, ok in checks],
     )
     if args.write:
-        write_section(args.write, "bench.run", report)
         print(f"written to {args.write}")
 
 

@@ -42,7 +42,7 @@ from app.inference import Box, LandmarkPredictor
 from app.inference.landmarks import LEFT_EYE_OUTER, RIGHT_EYE_OUTER
 from app.inference.tracking import TrackerOptions
 from app.inference.video import VideoLimits, VideoReader, video_lines
-from bench.common import DATA, machine_description, write_section
+from bench.common import DATA, Report, machine_description
 from bench.detection import face_size, matching
 from bench.run import dlib_shape_predictor
 from training.metrics import nme_interocular
@@ -756,7 +756,7 @@ def main() -> None:
         f"python -m bench.video --frames {args.frames} --faces {args.faces} "
         f"--sequence-frames {args.sequence_frames} --seed {args.seed}"
     )
-    report = [
+    header = [
         "## Video: tracked against detecting every frame",
         "",
         f"Measured with `{command}` on {time.strftime('%Y-%m-%d')}. Machine: {machine_description()}. "
@@ -768,25 +768,20 @@ def main() -> None:
         *DEFINITIONS,
         "",
     ]
-    print("\n".join(report), flush=True)
-
-    def section(title: str, rows: list[str]) -> None:
-        block = [f"### {title}", "", *rows, ""]
-        print("\n".join(block), flush=True)
-        report.extend(block)
-        if args.write:  # after each section, so an interrupted run keeps what it measured
-            write_section(args.write, "bench.video", report)
+    report = Report("bench.video", args.write, "###", header)
 
     results = [
         measure_clip(predictor, raw_dlib, VIDEOS / name, limits, options, args.frames, args.baselines)
         for name in args.clips
     ]
-    section(f"Speed: frames per second on the first {args.frames} frames of each clip", speed_rows(results))
-    section(
+    report.section(
+        f"Speed: frames per second on the first {args.frames} frames of each clip", speed_rows(results)
+    )
+    report.section(
         "Jitter on near-still stretches (whole clips), in % of the inter-ocular distance",
         jitter_rows(results),
     )
-    section("Identity (whole clips)", identity_rows(results))
+    report.section("Identity (whole clips)", identity_rows(results))
 
     accuracy = None
     if args.faces:
@@ -802,7 +797,7 @@ def main() -> None:
                 sequence = write_sequence(Path(folder), photo, rng, args.sequence_frames)
                 measure_sequence(predictor, sequence, limits, options, accuracy)
                 sequence.path.unlink()
-        section(
+        report.section(
             f"Accuracy on moving helen_test faces ({args.faces} x {args.sequence_frames} frames, known "
             "truth)",
             accuracy_rows(accuracy),
@@ -816,7 +811,7 @@ def main() -> None:
             " (the machine was shared: wall-time figures are low, CPU-time ones hold)." if load > 1.5 else "."
         ),
     ]
-    section("Targets (issue 21)", rows)
+    report.section("Targets (issue 21)", rows)
     if args.write:
         print(f"written to {args.write}")
     if not met:
